@@ -1,0 +1,1 @@
+"""Torch modules and model loading (presets live in models/zoo.py)."""

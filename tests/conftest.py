@@ -1,0 +1,31 @@
+"""Shared fixtures: the real sample data in ../shared (tests skip when it is absent)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (skips the test when it is absent)."""
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def bmd_sample_videos(shared_data: Path) -> list[Path]:
+    """The ten real BMD sample mp4s."""
+    videos = sorted((shared_data / "bmd_samples" / "mp4").glob("*.mp4"))
+    if not videos:
+        pytest.skip("no BMD sample videos in ../shared/data/bmd_samples/mp4")
+    return videos

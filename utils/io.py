@@ -1,0 +1,134 @@
+"""Atomic writes and stage manifests.
+
+Every artifact is written to a temporary name beside its destination and renamed into
+place, so a crash never leaves a half-written file that a rerun would take as complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success, delete on error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """Atomically save one array as ``.npy``."""
+    with atomic_path(path, suffix=".tmp.npy") as tmp:
+        np.save(tmp, array)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Atomically write a text file."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomically write JSON (indented, keys in insertion order)."""
+    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    """Read JSON, or return ``default`` when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return default
+    return json.loads(path.read_text())
+
+
+def is_complete_npy(path: str | Path, shape: tuple[int, ...] | None = None) -> bool:
+    """True when ``path`` is a readable ``.npy`` (of ``shape`` when given): resume checks."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError):
+        return False
+    return shape is None or tuple(array.shape) == tuple(shape)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"Cannot write {type(obj).__name__} to JSON")
+
+
+def git_commit() -> str | None:
+    """Commit of the code that runs, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions(names: tuple[str, ...] = ("torch", "numpy", "diffusers", "transformers", "scikit-learn", "himalaya")) -> dict[str, str]:
+    """Installed versions of the packages that shape results."""
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_manifest(directory: str | Path, stage: str, args: Any, inputs: dict[str, Any] | None = None, counts: dict[str, Any] | None = None, **extra: Any) -> Path:
+    """Write ``<directory>/manifest.json``: flags, versions, commit, inputs, counts."""
+    flags = vars(args) if hasattr(args, "__dict__") else dict(args)
+    manifest = {
+        "stage": stage,
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "flags": flags,
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "inputs": inputs or {},
+        "counts": counts or {},
+        **extra,
+    }
+    path = Path(directory) / "manifest.json"
+    write_json(path, manifest)
+    return path
