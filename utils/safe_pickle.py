@@ -31,6 +31,8 @@ _ALLOWED = {
     ("builtins", "slice"),
     ("builtins", "range"),
     ("collections", "OrderedDict"),
+    # protocol-2 pickles store bytes as _codecs.encode(text, "latin1"): pure, no side effect
+    ("_codecs", "encode"),
 }
 
 
