@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,7 @@ def write_manifest(directory: str | Path, stage: str, args: Any, inputs: dict[st
     flags = vars(args) if hasattr(args, "__dict__") else dict(args)
     manifest = {
         "stage": stage,
-        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "written": datetime.now(UTC).isoformat(timespec="seconds"),
         "flags": flags,
         "versions": package_versions(),
         "git_commit": git_commit(),
