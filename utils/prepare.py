@@ -215,7 +215,7 @@ def prepare_subject(
     if roi_set != "Group41":
         raise ValueError(f"roi_set={roi_set!r}: the published pickles hold Group41 only.")
     folder = find_subject_folder(data_root, dataset, subject)
-    array_path, trials_path, summary_path = _paths(data_root, dataset, folder, roi_set)
+    array_path, _, summary_path = _paths(data_root, dataset, folder, roi_set)
     if not overwrite and is_prepared(data_root, dataset, subject, roi_set):
         return {**read_json(summary_path), "skipped": True}
     pkl = layout.pickle_path(data_root, dataset, folder, roi_set, spec.suffix)
@@ -245,12 +245,29 @@ def prepare_subject(
             data[key] = None
         out.flush()
         del out
-    write_text(trials_path, trials_to_csv(kept))
-    summary = {
+    summary = prepared_summary(dataset, subject, roi_set, pkl, trials, nan_mask, keep, nan_policy, n_vertices)
+    finish_prepared(data_root, dataset, subject, roi_set, kept, summary)
+    return {**summary, "skipped": False}
+
+
+def prepared_summary(
+    dataset: str,
+    subject: int,
+    roi_set: str,
+    source: Path,
+    trials: Trials,
+    nan_mask: np.ndarray,
+    keep: np.ndarray,
+    nan_policy: str,
+    n_vertices: int,
+) -> dict:
+    """The summary of a prepared subject from all its trials (T,), NaN mask (T,) and kept mask (T,)."""
+    kept = trials.select(keep)
+    return {
         "dataset": dataset,
         "subject": subject,
         "roi_set": roi_set,
-        "source": str(pkl),
+        "source": str(source),
         "shape": [len(kept), n_vertices],
         "trials": {s: int((kept.split == s).sum()) for s in ("train", "test")},
         "stimuli": {s: len(set(np.asarray(kept.stimulus)[kept.split == s])) for s in ("train", "test")},
@@ -259,8 +276,14 @@ def prepare_subject(
         "nan_policy": nan_policy,
         "dropped_trials": int((~keep).sum()),
     }
+
+
+def finish_prepared(data_root: str | Path | None, dataset: str, subject: int, roi_set: str, kept: Trials, summary: dict) -> None:
+    """After the array is in place: write the trials table, then the summary that marks completion."""
+    folder = find_subject_folder(data_root, dataset, subject)
+    _, trials_path, summary_path = _paths(data_root, dataset, folder, roi_set)
+    write_text(trials_path, trials_to_csv(kept))
     write_json(summary_path, summary)
-    return {**summary, "skipped": False}
 
 
 def load_prepared(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = "Group41") -> Prepared:

@@ -1,0 +1,203 @@
+"""Stage 0: fetch the public data, or synthesise the offline demo; convert pickles to the prepared layout.
+
+Reads / writes (under --data-root, default ./data; paths from utils/layout.py):
+- download: betas_cifti_<ds>/subNN/prepared_allvoxel_pkl/Group41<suffix>.pkl (Google Drive),
+  metadata_bmd/annotations.json and stimuli_<ds>/... (OpenNeuro S3, Drive for CC2017 clips),
+  checkpoints/published/bmd/... (--what checkpoints); per-file sizes and sha256 in
+  downloads_manifest.json, checked on every rerun. Partial files are <name>.part and resume.
+- --dataset demo: the synthetic demo in BMD formats (utils/synthetic.py), no network.
+- --prepare: each subject's pickle -> betas_cifti_<ds>/subNN/Group41.npy (trials x vertices,
+  float32) + Group41_trials.csv + Group41_prepared.json (utils/prepare.py); manifest.json.
+- --write-indiv / --from-indiv: prepared layout <-> the original individual-file layout
+  betas_cifti_<ds>/subNN/indiv_npys/Group41<suffix>/<stim>_rep<k>.npy (utils/indiv.py).
+
+Examples:
+    python download_data.py                                   # the demo (default dataset)
+    python download_data.py --dataset demo --prepare          # prepare every demo subject
+    python download_data.py --dataset bmd --subjects 1 2 --dry-run
+    python download_data.py --dataset bmd --subjects 1        # pickle + annotations
+    python download_data.py --dataset bmd --what stimuli --accept-stimuli-terms
+    python download_data.py --dataset bmd --subjects 1 --prepare --write-indiv
+    python download_data.py --dataset bmd --subjects 1 --from-indiv   # indiv files -> prepared
+"""
+from __future__ import annotations
+
+import sys
+
+from utils import download, layout
+from utils.cli import common_parser, nonnegative_float, positive_int
+from utils.datasets import DatasetSpec, check_subjects, find_subject_folder, get_spec, parse_subject
+from utils.indiv import subject_indiv_dir, write_indiv, write_prepared_from_indiv
+from utils.io import write_manifest
+from utils.prepare import NAN_POLICIES, is_prepared, load_prepared, prepare_subject, summary_text
+
+
+def build_parser():
+    """The common flags plus this stage's own."""
+    parser = common_parser(__doc__, default_dataset="demo")
+    parser.add_argument(
+        "--what", nargs="+", choices=download.WHAT, default=["betas", "metadata", "stimuli"],
+        help="what to download for a real dataset (default: %(default)s)",
+    )
+    parser.add_argument("--roi-set", default="Group41", help="ROI set of the pickles (default: %(default)s)")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be fetched or converted; write nothing")
+    parser.add_argument("--retries", type=int, default=5, help="extra attempts per file after a network failure (default: %(default)s)")
+    parser.add_argument("--backoff", type=nonnegative_float, default=2.0, help="first wait between attempts in seconds, doubled each time (default: %(default)s)")
+    parser.add_argument("--verify", choices=("sha256", "size"), default="sha256", help="how files on disk are checked against the manifest (default: %(default)s)")
+    parser.add_argument("--drive-ids", default=None, help="JSON file {\"<path in Drive folder>\": \"<file id>\"} for files a truncated listing misses (default: none)")
+    parser.add_argument("--accept-stimuli-terms", action="store_true", help="you accepted the BMD stimuli terms of use: fetch the BMD videos from OpenNeuro")
+    parser.add_argument("--timeout", type=nonnegative_float, default=60.0, help="network timeout in seconds (default: %(default)s)")
+    parser.add_argument("--prepare", action="store_true", help="convert each subject's pickle to the prepared layout (no download)")
+    parser.add_argument("--nan-policy", choices=NAN_POLICIES, default="drop", help="trials holding NaN: drop them or zero-fill them (default: %(default)s)")
+    parser.add_argument("--write-indiv", action="store_true", help="write the individual-file layout from the prepared layout")
+    parser.add_argument("--from-indiv", action="store_true", help="build the prepared layout from existing individual files")
+    parser.add_argument("--n-subjects", type=positive_int, default=2, help="demo: number of subjects (default: %(default)s)")
+    parser.add_argument("--n-train", type=positive_int, default=120, help="demo: train videos (default: %(default)s)")
+    parser.add_argument("--n-test", type=positive_int, default=24, help="demo: test videos (default: %(default)s)")
+    parser.add_argument("--size", type=positive_int, default=64, help="demo: video side in pixels (default: %(default)s)")
+    parser.add_argument("--n-frames", type=positive_int, default=24, help="demo: frames per video (default: %(default)s)")
+    parser.add_argument("--fps", type=positive_int, default=8, help="demo: frame rate (default: %(default)s)")
+    parser.add_argument("--snr", type=nonnegative_float, default=1.0, help="demo: signal-to-noise ratio of the synthetic fMRI (default: %(default)s)")
+    return parser
+
+
+def subjects_on_disk(data_root: str, spec: DatasetSpec, roi_set: str, need: str) -> list[int]:
+    """Subjects whose input for a conversion exists: ``pickle``, ``indiv`` or ``prepared``."""
+    base = layout.root(data_root) / f"betas_cifti_{spec.name}"
+    found = set()
+    for folder in sorted(base.glob("sub*")) if base.is_dir() else []:
+        try:
+            subject = parse_subject(folder.name)
+        except ValueError:
+            continue
+        if need == "pickle":
+            ok = layout.pickle_path(data_root, spec.name, folder.name, roi_set, spec.suffix).exists()
+        elif need == "indiv":
+            ok = layout.indiv_dir(data_root, spec.name, folder.name, roi_set, spec.suffix).is_dir()
+        else:
+            ok = is_prepared(data_root, spec.name, subject, roi_set)
+        if ok and (spec.name == "demo" or subject in spec.subjects):
+            found.add(subject)
+    return sorted(found)
+
+
+def run_download(args, spec: DatasetSpec) -> int:
+    """Plan and fetch a real dataset; print per-file results; 1 if anything failed or is missing."""
+    network = download.Network(timeout=args.timeout)
+    plan = download.plan_dataset(
+        spec.name, args.subjects, network, tuple(args.what), args.roi_set,
+        drive_ids=download.read_drive_ids(args.drive_ids), known=download.recorded_drive_ids(args.data_root),
+        accept_terms=args.accept_stimuli_terms, retries=args.retries, backoff=args.backoff,
+    )
+    for line in plan.warnings:
+        print(f"WARNING: {line}")
+    results = download.fetch_all(
+        plan, args.data_root, network, retries=args.retries, backoff=args.backoff, verify=args.verify,
+        overwrite=args.overwrite, dry_run=args.dry_run, limit=args.limit,
+    )
+    for result in results:
+        print(f"{result.status:>11}  {result.dest}{'  ' + result.message if result.message else ''}")
+    for line in plan.manual:
+        print(f"BY HAND: {line}")
+    for line in plan.missing:
+        print(f"MISSING: {line}", file=sys.stderr)
+    failed = [r for r in results if r.status == "failed"]
+    counts = {s: sum(r.status == s for r in results) for s in ("downloaded", "present", "would-fetch", "would-verify", "failed")}
+    print(f"{spec.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + (f", {len(plan.missing)} missing" if plan.missing else ""))
+    return 1 if failed or plan.missing else 0
+
+
+def run_demo(args) -> int:
+    """Synthesise the demo dataset."""
+    from utils.synthetic import make_demo
+
+    if args.dry_run:
+        print(f"would write the demo ({args.n_subjects} subjects, {args.n_train}+{args.n_test} videos) under {args.data_root}")
+        return 0
+    summary = make_demo(
+        args.data_root, n_subjects=args.n_subjects, n_train=args.n_train, n_test=args.n_test, size=args.size,
+        n_frames=args.n_frames, fps=args.fps, snr=args.snr, seed=args.seed, overwrite=args.overwrite,
+    )
+    print(
+        f"demo (SYNTHETIC) in {summary['data_root']}: {args.n_train}+{args.n_test} videos "
+        f"({summary['videos_written']} written), {args.n_subjects} subject pickles ({summary['pickles_written']} written)"
+    )
+    return 0
+
+
+def convert_subject(args, spec: DatasetSpec, subject: int) -> str:
+    """Run the requested conversions for one subject; return its report line."""
+    lines = []
+    if args.from_indiv:
+        summary = write_prepared_from_indiv(args.data_root, spec.name, subject, args.roi_set, args.overwrite, args.nan_policy)
+        lines.append("from indiv: " + (summary_text(summary) if not summary["skipped"] else f"sub{subject:02d} already prepared, skipped"))
+    if args.prepare:
+        lines.append(summary_text(prepare_subject(args.data_root, spec.name, subject, args.roi_set, args.overwrite, args.nan_policy)))
+    if args.write_indiv:
+        target = subject_indiv_dir(args.data_root, spec.name, subject, args.roi_set)
+        counts = write_indiv(load_prepared(args.data_root, spec.name, subject, args.roi_set), target, overwrite=args.overwrite)
+        lines.append(f"indiv: {counts['written']} file(s) written, {counts['skipped']} kept, in {target}")
+    return "\n".join(lines)
+
+
+def run_convert(args, spec: DatasetSpec) -> int:
+    """Prepare / write-indiv / from-indiv for each selected subject; 1 if any subject failed."""
+    need = "indiv" if args.from_indiv else ("pickle" if args.prepare else "prepared")
+    if args.subjects:
+        subjects = check_subjects(spec, args.subjects)
+    else:
+        subjects = subjects_on_disk(args.data_root, spec, args.roi_set, need)
+        if not subjects:
+            make = "python download_data.py --dataset demo" if spec.name == "demo" else f"python download_data.py --dataset {spec.name}"
+            if need == "prepared":
+                make += " --prepare"
+            raise FileNotFoundError(f"No {spec.name} subject with its {need} input under {layout.root(args.data_root)}: run `{make}` first.")
+    if args.dry_run:
+        steps = [s for s, on in (("from-indiv", args.from_indiv), ("prepare", args.prepare), ("write-indiv", args.write_indiv)) if on]
+        for subject in subjects:
+            print(f"would run {' + '.join(steps)} for {spec.name} sub{subject:02d}")
+        return 0
+    failures, summaries = {}, {}
+    for subject in subjects:
+        try:
+            report = convert_subject(args, spec, subject)
+        except (OSError, ValueError, KeyError) as exc:
+            failures[subject] = f"{type(exc).__name__}: {exc}"
+            print(f"FAILED {spec.name} sub{subject:02d}: {exc}", file=sys.stderr)
+            continue
+        summaries[subject] = report
+        print(report)
+    if summaries and (args.prepare or args.from_indiv):
+        source = layout.indiv_dir if args.from_indiv else layout.pickle_path
+        inputs = {
+            f"sub{s:02d}": str(source(args.data_root, spec.name, find_subject_folder(args.data_root, spec.name, s), args.roi_set, spec.suffix))
+            for s in summaries
+        }
+        write_manifest(layout.root(args.data_root) / f"betas_cifti_{spec.name}", "prepare", args, inputs=inputs,
+                       counts={"subjects_ok": len(summaries), "subjects_failed": len(failures)}, failures=failures)
+    print(f"{spec.name}: {len(summaries)} subject(s) done, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags and run the download, the demo or the conversions."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.prepare and args.from_indiv:
+        parser.error("--prepare and --from-indiv both write the prepared layout: choose one.")
+    if args.retries < 0:
+        parser.error(f"--retries must be >= 0, got {args.retries}.")
+    spec = get_spec(args.dataset)
+    try:
+        if args.prepare or args.from_indiv or args.write_indiv:
+            return run_convert(args, spec)
+        if spec.name == "demo":
+            return run_demo(args)
+        return run_download(args, spec)
+    except (OSError, ValueError, KeyError, download.DownloadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

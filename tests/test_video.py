@@ -1,0 +1,242 @@
+"""utils.video: decoding real BMD samples, sampling, resizing, writing and error cases."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from utils.video import (
+    VideoDecodeError,
+    read_video,
+    resize_frames,
+    sample_frames,
+    sample_indices,
+    video_info,
+    write_gif,
+    write_mp4,
+)
+
+
+def moving_gradient(n_frames: int, height: int, width: int) -> np.ndarray:
+    """Smooth test clip uint8 (T, H, W, 3): a colour gradient that shifts every frame."""
+    t = np.arange(n_frames)[:, None, None]
+    y = np.arange(height)[None, :, None]
+    x = np.arange(width)[None, None, :]
+    red = 128 + 90 * np.sin(np.pi * (x + 2 * t) / width)
+    green = 128 + 90 * np.cos(np.pi * (y - t) / height)
+    blue = np.broadcast_to(40 + 10 * t, red.shape)
+    return np.stack(np.broadcast_arrays(red, green, blue), axis=-1).round().astype(np.uint8)
+
+
+def write_vfr_with_audio(path: Path, frames: np.ndarray, pts_ms: list[int]) -> None:
+    """An mp4 with irregular frame times (variable frame rate) and an AAC audio track."""
+    with av.open(str(path), "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        video.time_base = video.codec_context.time_base = Fraction(1, 1000)
+        audio = container.add_stream("aac", rate=16000)
+        for array, pts in zip(frames, pts_ms, strict=True):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        _mux_silence(container, audio, n_blocks=6)
+
+
+def _mux_silence(container: av.container.OutputContainer, audio: av.audio.stream.AudioStream, n_blocks: int) -> None:
+    """Encode ``n_blocks`` AAC frames (1024 samples each) of silence."""
+    for block in range(n_blocks):
+        sound = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+        sound.sample_rate, sound.pts = 16000, block * 1024
+        container.mux(audio.encode(sound))
+    container.mux(audio.encode(None))
+
+
+# ---------------------------------------------------------------- real BMD samples
+
+
+@pytest.fixture(scope="module")
+def decoded_samples(bmd_sample_videos: list[Path]) -> dict[Path, np.ndarray]:
+    return {path: read_video(path) for path in bmd_sample_videos}
+
+
+def test_bmd_samples_decode_with_expected_counts_and_sizes(decoded_samples):
+    assert len(decoded_samples) == 10
+    counts = set()
+    for path, frames in decoded_samples.items():
+        assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[-1] == 3, path
+        assert 72 <= len(frames) <= 91, (path, frames.shape)
+        assert 266 <= frames.shape[1] <= 268 and 266 <= frames.shape[2] <= 268, (path, frames.shape)
+        assert frames.std() > 5, f"{path} decoded to a flat image"
+        counts.add(len(frames))
+    assert len(counts) > 1, "the samples mix frame rates, so frame counts should differ"
+
+
+def test_bmd_sample_frames_linspace_over_all_frames(decoded_samples):
+    for path, frames in decoded_samples.items():
+        picked = sample_frames(path, 15)
+        assert picked.shape == (15, *frames.shape[1:])
+        np.testing.assert_array_equal(picked[0], frames[0])
+        np.testing.assert_array_equal(picked[-1], frames[-1])
+        np.testing.assert_array_equal(picked, frames[np.linspace(0, len(frames) - 1, 15).round().astype(int)])
+
+
+def test_bmd_video_info_matches_decoding(decoded_samples):
+    path, frames = next(iter(decoded_samples.items()))
+    info = video_info(path)
+    assert info["n_frames"] == len(frames)
+    assert (info["height"], info["width"]) == frames.shape[1:3]
+    assert 23.9 < info["fps"] < 30.1 and 2.9 < info["duration"] < 3.1
+    assert info["codec"] == "h264"
+
+
+def test_bmd_sample_frames_resized(bmd_sample_videos):
+    out = sample_frames(bmd_sample_videos[0], 4, size=(240, 200))
+    assert out.shape == (4, 240, 200, 3) and out.dtype == np.uint8
+
+
+# ---------------------------------------------------------------- sampling and resizing
+
+
+def test_sample_indices_cover_first_and_last():
+    idx = sample_indices(75, 15)
+    assert idx[0] == 0 and idx[-1] == 74 and len(idx) == 15
+    assert np.all(np.diff(idx) > 0)
+    np.testing.assert_array_equal(sample_indices(3, 5), [0, 0, 1, 2, 2])
+    with pytest.raises(ValueError, match="n_frames"):
+        sample_indices(10, 0)
+
+
+def test_resize_int_is_square_and_tuple_is_h_w():
+    frames = moving_gradient(2, 30, 40)
+    assert resize_frames(frames, 16).shape == (2, 16, 16, 3)
+    assert resize_frames(frames, (12, 20)).shape == (2, 12, 20, 3)
+    np.testing.assert_array_equal(resize_frames(frames, (30, 40)), frames)
+    with pytest.raises(ValueError, match="size"):
+        resize_frames(frames, (0, 5))
+
+
+def test_resize_is_antialiased_and_keeps_constants():
+    checker = ((np.indices((32, 32)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    frames = np.repeat(checker[None, :, :, None], 3, axis=3)  # (1, 32, 32, 3) of 0/255 pixels
+    small = resize_frames(frames, 8)
+    assert np.abs(small.astype(int) - 127.5).max() <= 2, "antialiasing should average the fine checkerboard"
+    flat = np.full((1, 17, 23, 3), 77, dtype=np.uint8)
+    assert (resize_frames(flat, (40, 9)) == 77).all()
+
+
+def test_resize_rejects_non_uint8():
+    with pytest.raises(ValueError, match="uint8"):
+        resize_frames(np.zeros((1, 4, 4, 3), dtype=np.float32), 2)
+
+
+# ---------------------------------------------------------------- writing and reading back
+
+
+@pytest.mark.parametrize("fps", [8, 29.97])
+def test_mp4_roundtrip(tmp_path, fps):
+    frames = moving_gradient(12, 48, 64)
+    path = tmp_path / "clip.mp4"
+    write_mp4(path, frames, fps)
+    back = read_video(path)
+    assert back.shape == frames.shape
+    assert np.abs(back.astype(int) - frames).mean() < 3
+    info = video_info(path)
+    assert info["n_frames"] == 12 and abs(info["fps"] - fps) < 0.01
+    assert abs(info["duration"] - 12 / fps) < 0.05
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"], "no temporary file may be left"
+
+
+def test_mp4_non_square_and_odd_sizes(tmp_path):
+    frames = moving_gradient(5, 268, 266)
+    write_mp4(tmp_path / "a.mp4", frames, 24)
+    assert read_video(tmp_path / "a.mp4").shape == (5, 268, 266, 3)
+    odd = moving_gradient(5, 21, 33)
+    write_mp4(tmp_path / "b.mp4", odd, 24)
+    back = read_video(tmp_path / "b.mp4")
+    assert back.shape == (5, 22, 34, 3), "odd sizes are padded to even"
+    assert np.abs(back[:, :21, :33].astype(int) - odd).mean() < 4
+
+
+def test_gif_roundtrip(tmp_path):
+    frames = moving_gradient(6, 32, 40)
+    path = tmp_path / "clip.gif"
+    write_gif(path, frames, 5)
+    back = read_video(path)
+    assert back.shape == frames.shape
+    assert np.abs(back.astype(int) - frames).mean() < 8
+    assert abs(video_info(path)["duration"] - 6 / 5) < 0.05
+
+
+def test_write_rejects_bad_frames(tmp_path):
+    with pytest.raises(ValueError, match="uint8"):
+        write_mp4(tmp_path / "x.mp4", np.zeros((2, 8, 8, 3), dtype=np.float32), 8)
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        write_gif(tmp_path / "x.gif", np.zeros((8, 8, 3), dtype=np.uint8), 8)
+    with pytest.raises(ValueError, match="fps"):
+        write_mp4(tmp_path / "x.mp4", np.zeros((2, 8, 8, 3), dtype=np.uint8), 0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_variable_frame_rate_with_audio(tmp_path):
+    frames = moving_gradient(9, 32, 32)
+    path = tmp_path / "vfr.mp4"
+    write_vfr_with_audio(path, frames, [0, 33, 66, 150, 160, 170, 300, 333, 366])
+    back = read_video(path)
+    assert back.shape == frames.shape, "every frame must decode once, whatever the timing"
+    assert np.abs(back.astype(int) - frames).mean() < 4
+    assert video_info(path)["has_audio"]
+    np.testing.assert_array_equal(sample_frames(path, 3), back[[0, 4, 8]])
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(VideoDecodeError, match="does not exist") as info:
+        read_video(tmp_path / "nope.mp4")
+    assert "nope.mp4" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_empty_and_non_video_files(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoDecodeError, match="empty"):
+        read_video(empty)
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    with pytest.raises(VideoDecodeError, match="notes.mp4"):
+        read_video(text)
+    with pytest.raises(VideoDecodeError, match="notes.mp4"):
+        video_info(text)
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "sound.m4a"
+    with av.open(str(path), "w", format="mp4") as container:
+        _mux_silence(container, container.add_stream("aac", rate=16000), n_blocks=4)
+    with pytest.raises(VideoDecodeError, match="no video stream"):
+        read_video(path)
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.7])
+def test_truncated_mp4(tmp_path, keep):
+    path = tmp_path / "clip.mp4"
+    write_mp4(path, moving_gradient(24, 64, 64), 24)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(VideoDecodeError, match="cut.mp4"):
+        read_video(cut)
+
+
+def test_truncated_bmd_sample(bmd_sample_videos, tmp_path):
+    data = bmd_sample_videos[0].read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError, match="cut.mp4"):
+        sample_frames(cut, 15)

@@ -1,0 +1,264 @@
+"""The original individual-file layout: one ``.npy`` vector per trial.
+
+``betas_cifti_<ds>/subNN/indiv_npys/<roi_set><suffix>/<stim>_rep<k>.npy``, each a
+(n_vertices,) vector (13156 for Group41), ``k`` counting the repeats of a stimulus from 0 in
+order of appearance (the repeat column of the prepared trials table). BMD files named
+``NNNN_<k>.npy`` (a renaming step of the original project that was never run) are read too.
+
+Stimulus names follow ``utils.datasets``: BMD/demo ``NNNN``; CC2017 zero-padded
+``seg1_begin-002_end-004`` (unpadded files are read and padded); HAD ``<Class>/<clip>``, so a
+HAD file lies in a class subfolder whose name keeps its spaces:
+``indiv_npys/Group41<suffix>/Drum corps/v_Drum corps_id_..._label_1_rep0.npy``. Flat HAD
+files (``v_<Class>_id_..._rep0.npy`` directly in the folder) are read as well.
+
+File names are parsed with anchored regexes (``^<stim>_rep(\\d+)\\.npy$`` first, then
+``^<stim>_(\\d+)\\.npy$``) and the stimulus part is checked against the dataset's naming
+rule; nothing is matched by substring. A folder that mixes both namings, holds the same
+trial twice (e.g. padded and unpadded CC2017 names) or holds unrecognised files is refused.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from utils import layout
+from utils.datasets import N_GROUP41, canonical_stimulus, find_subject_folder, get_spec, load_annotations, subject_folder
+from utils.io import atomic_path, is_complete_npy, save_npy
+from utils.prepare import NAN_POLICIES, Prepared, Trials, finish_prepared, is_prepared, prepared_summary
+
+_REP_RE = re.compile(r"^(?P<stim>.+)_rep(?P<k>\d+)\.npy$")
+_NUM_RE = re.compile(r"^(?P<stim>.+)_(?P<k>\d+)\.npy$")
+_NUMBERED_RE = re.compile(r"^\d{4}$")
+_SPLIT_ORDER = {"train": 0, "test": 1}
+
+
+def indiv_file(directory: str | Path, stimulus: str, repeat: int) -> Path:
+    """Path of one trial's vector: ``<dir>/<stim>_rep<k>.npy`` (HAD: ``<dir>/<Class>/<clip>_rep<k>.npy``)."""
+    return Path(directory) / f"{stimulus}_rep{int(repeat)}.npy"
+
+
+def subject_indiv_dir(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = "Group41") -> Path:
+    """``indiv_npys/<roi_set><suffix>/`` of one subject (``subNN`` or an existing ``sub-NN``)."""
+    spec = get_spec(dataset)
+    return layout.indiv_dir(data_root, dataset, find_subject_folder(data_root, dataset, subject), roi_set, spec.suffix)
+
+
+def write_indiv(
+    source: Prepared | tuple[np.ndarray, Trials], out_dir: str | Path, overwrite: bool = False, progress: bool = True
+) -> dict:
+    """Write every trial of ``source`` as ``<stim>_rep<k>.npy`` under ``out_dir``.
+
+    source: a ``Prepared`` subject or ``(betas (T, V), trials)``. Files already complete with
+    the right shape are kept unless ``overwrite``; each file is written atomically.
+    Returns counts: ``written``, ``skipped``.
+    """
+    betas, trials = (source.betas, source.trials) if isinstance(source, Prepared) else source
+    if betas.ndim != 2 or betas.shape[0] != len(trials):
+        raise ValueError(f"betas must be (n_trials={len(trials)}, V), found shape {tuple(betas.shape)}.")
+    out_dir = Path(out_dir)
+    seen: set[tuple[str, int]] = set()
+    written = skipped = 0
+    rows = tqdm(range(len(trials)), desc=f"indiv -> {out_dir.name}", unit="file", disable=not progress)
+    for row in rows:
+        key = (trials.stimulus[row], int(trials.repeat[row]))
+        if key in seen:
+            raise ValueError(f"Trial {key[0]!r} repeat {key[1]} appears twice in the trials table; cannot name its file.")
+        seen.add(key)
+        path = indiv_file(out_dir, *key)
+        if not overwrite and is_complete_npy(path, (betas.shape[1],)):
+            skipped += 1
+            continue
+        save_npy(path, np.asarray(betas[row], dtype=np.float32))  # (V,)
+        written += 1
+    return {"written": written, "skipped": skipped, "directory": str(out_dir)}
+
+
+def _check_stimulus(dataset: str, stem: str) -> str | None:
+    """Canonical stimulus for the stimulus part of a file name, or None if it breaks the naming rule."""
+    if dataset in ("bmd", "demo"):
+        return stem if _NUMBERED_RE.match(stem) else None
+    try:
+        return canonical_stimulus(dataset, stem)
+    except ValueError:
+        return None
+
+
+def parse_indiv_name(dataset: str, relpath: str) -> tuple[str, int, str] | None:
+    """``(canonical stimulus, repeat, naming)`` of one file path relative to the folder, or None.
+
+    naming is ``"rep"`` for ``<stim>_rep<k>.npy`` and ``"number"`` for ``NNNN_<k>.npy``
+    (BMD and demo only). A HAD path may carry one class folder.
+    """
+    parts = relpath.split("/")
+    if len(parts) > 2 or (len(parts) == 2 and dataset != "had"):
+        return None
+    name = parts[-1]
+    for naming, regex in (("rep", _REP_RE), ("number", _NUM_RE)):
+        match = regex.match(name)
+        if not match:
+            continue
+        if naming == "number" and dataset not in ("bmd", "demo"):
+            return None
+        # HAD: the class comes from the clip name when it has one (the folder may spell it with _).
+        stimulus = _check_stimulus(dataset, match["stim"])
+        if stimulus is None and len(parts) == 2:
+            stimulus = _check_stimulus(dataset, f"{parts[0]}/{match['stim']}")
+        if stimulus is None:
+            continue
+        if len(parts) == 2 and stimulus.split("/", 1)[0].replace(" ", "_") != parts[0].replace(" ", "_"):
+            return None
+        return stimulus, int(match["k"]), naming
+    return None
+
+
+def _natural_key(text: str) -> list:
+    """Sort key that orders ``seg2`` before ``seg10``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def default_splits(dataset: str, stimuli: list[str], data_root: str | Path | None = None, subject: int | None = None) -> dict[str, str]:
+    """Split of each stimulus by the dataset's rule.
+
+    BMD by number (<= 1000 train); CC2017 ``seg*`` train, ``test*`` test; the demo from its
+    annotations; HAD from ``metadata_had/had_{train,test}_set_per_subject.json`` (the split is
+    per subject, so ``data_root`` and ``subject`` are needed).
+    """
+    if dataset == "bmd":
+        return {s: "train" if int(s) <= get_spec("bmd").n_train else "test" for s in stimuli}
+    if dataset == "cc2017":
+        return {s: "train" if s.startswith("seg") else "test" for s in stimuli}
+    if dataset == "demo":
+        notes = load_annotations(data_root, "demo")
+        missing = [s for s in stimuli if s not in notes]
+        if missing:
+            raise ValueError(f"Demo stimuli {missing[:5]} are not in the demo annotations under {data_root}.")
+        return {s: notes[s]["set"] for s in stimuli}
+    if subject is None:
+        raise ValueError("HAD splits are per subject: pass data_root and subject (or splits=) to read its indiv files.")
+    out: dict[str, str] = {}
+    for split in ("train", "test"):
+        path = layout.metadata_dir(data_root, "had") / f"had_{split}_set_per_subject.json"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"Missing {path}: HAD indiv files carry no split; prepare the subject from its pickle instead "
+                f"(`python download_data.py --dataset had --subjects {subject} --prepare`)."
+            )
+        per_subject = json.loads(path.read_text())
+        names = per_subject.get(subject_folder(subject), per_subject.get(f"sub-{subject:02d}", []))
+        out.update({canonical_stimulus("had", n).replace(" ", "_"): split for n in names})
+    return {s: out.get(s.replace(" ", "_"), "") for s in stimuli}
+
+
+def scan_indiv(directory: str | Path, dataset: str) -> list[tuple[str, int, Path]]:
+    """``(stimulus, repeat, path)`` of every trial file in ``directory``; refuses ambiguous folders."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"Missing individual-file folder {directory}: write it with "
+            f"`python download_data.py --dataset {dataset} --subjects N --write-indiv`."
+        )
+    found: dict[tuple[str, int], Path] = {}
+    namings: dict[str, Path] = {}
+    unknown: list[str] = []
+    for path in sorted(directory.rglob("*")):
+        if path.is_dir() or path.name.startswith("."):
+            continue
+        rel = path.relative_to(directory).as_posix()
+        parsed = parse_indiv_name(dataset, rel)
+        if parsed is None:
+            unknown.append(rel)
+            continue
+        stimulus, repeat, naming = parsed
+        namings.setdefault(naming, path)
+        if (stimulus, repeat) in found:
+            raise ValueError(
+                f"{directory}: trial {stimulus!r} repeat {repeat} is stored twice "
+                f"({found[(stimulus, repeat)].name} and {path.name}); keep one of them."
+            )
+        found[(stimulus, repeat)] = path
+    if unknown:
+        raise ValueError(
+            f"{directory}: {len(unknown)} file(s) do not follow the {dataset} naming "
+            f"'<stim>_rep<k>.npy'{' or NNNN_<k>.npy' if dataset in ('bmd', 'demo') else ''}: {unknown[:5]}."
+        )
+    if len(namings) > 1:
+        raise ValueError(
+            f"{directory} mixes '<stim>_rep<k>.npy' files (e.g. {namings['rep'].name}) and 'NNNN_<k>.npy' files "
+            f"(e.g. {namings['number'].name}); move one kind out so each trial has one name."
+        )
+    if not found:
+        raise FileNotFoundError(f"{directory} holds no trial files ('<stim>_rep<k>.npy').")
+    return [(s, k, p) for (s, k), p in found.items()]
+
+
+def read_indiv(
+    directory: str | Path,
+    dataset: str,
+    n_vertices: int = N_GROUP41,
+    splits: dict[str, str] | None = None,
+    data_root: str | Path | None = None,
+    subject: int | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, Trials]:
+    """Read an individual-file folder into ``betas`` (T, V) float32 and its ``Trials``.
+
+    Rows are ordered train then test, stimuli in natural order, repeats ascending (the
+    prepared order for BMD and the demo). ``splits`` maps stimulus -> split; by default the
+    dataset's rule (see ``default_splits``). Every file must hold a (n_vertices,) vector.
+    """
+    entries = scan_indiv(directory, dataset)
+    stimuli = sorted({s for s, _, _ in entries})
+    splits = splits if splits is not None else default_splits(dataset, stimuli, data_root, subject)
+    no_split = [s for s in stimuli if splits.get(s) not in _SPLIT_ORDER]
+    if no_split:
+        raise ValueError(f"{directory}: no train/test split known for stimuli {no_split[:5]} ({len(no_split)} in all).")
+    entries.sort(key=lambda e: (_SPLIT_ORDER[splits[e[0]]], _natural_key(e[0]), e[1]))
+    betas = np.empty((len(entries), n_vertices), dtype=np.float32)  # (T, V)
+    for row, (_, _, path) in enumerate(tqdm(entries, desc="read indiv", unit="file", disable=not progress)):
+        vector = np.load(path)
+        if vector.shape != (n_vertices,):
+            raise ValueError(f"{path}: expected a vector of shape ({n_vertices},), found {vector.shape}.")
+        betas[row] = vector
+    trials = Trials(
+        [s for s, _, _ in entries],
+        np.asarray([k for _, k, _ in entries], dtype=np.int64),
+        np.asarray([splits[s] for s, _, _ in entries]),
+    )
+    return betas, trials
+
+
+def write_prepared_from_indiv(
+    data_root: str | Path | None,
+    dataset: str,
+    subject: int,
+    roi_set: str = "Group41",
+    overwrite: bool = False,
+    nan_policy: str = "drop",
+) -> dict:
+    """Read a subject's indiv folder and write the prepared layout (array, trials CSV, summary).
+
+    NaN trials get the policy of ``utils.prepare`` (``drop`` or ``zero``). The summary (``<roi_set>_prepared.json``, the completion mark that ``utils.prepare``
+    checks) is written last. A subject already prepared is skipped unless ``overwrite``.
+    """
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"Unknown nan_policy={nan_policy!r}. Use one of {NAN_POLICIES}.")
+    spec = get_spec(dataset)
+    folder = find_subject_folder(data_root, dataset, subject)
+    if not overwrite and is_prepared(data_root, dataset, subject, roi_set):
+        return {"dataset": dataset, "subject": subject, "skipped": True}
+    source = layout.indiv_dir(data_root, dataset, folder, roi_set, spec.suffix)
+    betas, trials = read_indiv(source, dataset, data_root=data_root, subject=subject, progress=True)
+    nan_mask = np.isnan(betas).any(axis=1)  # (T,)
+    keep = ~nan_mask if nan_policy == "drop" else np.ones(len(trials), dtype=bool)
+    betas, kept = np.nan_to_num(betas[keep], nan=0.0), trials.select(keep)
+    array_path = layout.prepared_array_path(data_root, dataset, folder, roi_set)
+    with atomic_path(array_path, suffix=".tmp.npy") as tmp:
+        np.save(tmp, betas)
+    summary = prepared_summary(dataset, subject, roi_set, source, trials, nan_mask, keep, nan_policy, betas.shape[1])
+    finish_prepared(data_root, dataset, subject, roi_set, kept, summary)
+    return {**summary, "skipped": False}
+

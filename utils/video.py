@@ -1,0 +1,235 @@
+"""Video decoding, frame sampling, resizing and writing (PyAV / FFmpeg and Pillow).
+
+Decoding returns RGB ``uint8`` arrays of shape (T, H, W, 3) at the stored size of the
+video; audio tracks are ignored. Frames are addressed by index over all decoded frames,
+never by assuming a frame rate: BMD stimuli mix 23.98, 24, 25, 29.97 and 30 fps and are
+not always square (266-268 x 268 px).
+
+Resizing (``resize_frames``) is bilinear with antialiasing (``torch.nn.functional.interpolate``,
+``mode="bilinear", antialias=True, align_corners=False``) with torch's uint8 kernel, which
+equals the float32 result rounded to within one grey level and is about 10x faster; an
+``int`` size means a square output (aspect ratio is not kept, as in the original
+pipeline's 268x268 resize).
+
+``sample_frames`` decodes every frame (the index rule needs the true count) but converts
+only the picked frames to RGB; decoding uses FFmpeg's frame + slice threads.
+
+Writing: ``write_mp4`` stores H.264 (libx264, yuv420p, CRF 18, ``+faststart``); odd heights
+or widths are padded to even by repeating the last row / column, because yuv420p needs even
+sizes, so such a video reads back one pixel larger. ``write_gif`` uses Pillow (adaptive
+palette per frame, looping forever); GIF delays have a 10 ms resolution and Pillow merges
+identical consecutive frames into one longer frame. Every write is atomic.
+
+A missing, empty, truncated or non-video file raises ``VideoDecodeError`` naming the file
+and the cause.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from utils.io import atomic_path
+
+
+class VideoDecodeError(ValueError):
+    """A video file cannot be read: missing, empty, truncated, or not a video."""
+
+
+def _check_file(path: Path) -> None:
+    """Raise VideoDecodeError for a missing, non-regular or empty file."""
+    if not path.exists():
+        raise VideoDecodeError(f"Cannot read video {path}: the file does not exist.")
+    if not path.is_file():
+        raise VideoDecodeError(f"Cannot read video {path}: not a regular file.")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(f"Cannot read video {path}: the file is empty (0 bytes); download or write it again.")
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    """Open ``path`` for reading and check that it has a video stream."""
+    _check_file(path)
+    try:
+        container = av.open(str(path), mode="r")
+    except av.FFmpegError as error:
+        raise VideoDecodeError(f"Cannot read video {path}: FFmpeg cannot open it ({error}); it is truncated or not a video.") from error
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(f"Cannot read video {path}: it has no video stream.")
+    return container
+
+
+def _decode(path: Path) -> list[av.VideoFrame]:
+    """Decode every video frame of ``path`` (still in the stream's pixel format).
+
+    Raises VideoDecodeError when nothing decodes or when fewer frames decode than the
+    container declares (truncation).
+    """
+    frames: list[av.VideoFrame] = []
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame + slice threads: faster, same frames
+        declared = int(stream.frames or 0)
+        try:
+            frames.extend(container.decode(stream))
+        except av.FFmpegError as error:
+            raise VideoDecodeError(
+                f"Cannot read video {path}: decoding failed ({error}); the file is truncated or corrupt."
+            ) from error
+    if not frames:
+        raise VideoDecodeError(f"Cannot read video {path}: no frame could be decoded (truncated or corrupt).")
+    if declared and len(frames) < declared:
+        raise VideoDecodeError(
+            f"Cannot read video {path}: decoded {len(frames)} of the {declared} frames the file declares; it is truncated."
+        )
+    return frames
+
+
+def _to_rgb(frames: list[av.VideoFrame]) -> np.ndarray:
+    """Decoded frames -> uint8 (T, H, W, 3) RGB at the size of the first frame."""
+    height, width = frames[0].height, frames[0].width
+    arrays = [
+        f.to_ndarray(format="rgb24") if (f.height, f.width) == (height, width) else f.to_ndarray(format="rgb24", width=width, height=height)
+        for f in frames
+    ]
+    return np.stack(arrays)  # (T, H, W, 3)
+
+
+def read_video(path: str | Path) -> np.ndarray:
+    """Decode every frame of a video -> uint8 (T, H, W, 3) RGB.
+
+    All frames are converted to the size of the first frame. Raises VideoDecodeError for a
+    missing, empty, truncated or non-video file.
+    """
+    return _to_rgb(_decode(Path(path)))
+
+
+def sample_indices(n_total: int, n_frames: int) -> np.ndarray:
+    """``n_frames`` indices spread evenly over ``n_total`` frames: round(linspace(0, T-1, n))."""
+    if n_total < 1 or n_frames < 1:
+        raise ValueError(f"Need n_total >= 1 and n_frames >= 1, got n_total={n_total}, n_frames={n_frames}.")
+    return np.linspace(0, n_total - 1, n_frames).round().astype(int)
+
+
+def sample_frames(path: str | Path, n_frames: int, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """Decode all frames, pick ``n_frames`` by ``sample_indices``, optionally resize -> uint8 (n, H, W, 3).
+
+    Only the picked frames are converted to RGB.
+    """
+    frames = _decode(Path(path))
+    picked = _to_rgb([frames[i] for i in sample_indices(len(frames), n_frames)])  # (n, H, W, 3)
+    return picked if size is None else resize_frames(picked, size)
+
+
+def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``int`` -> (s, s); ``(h, w)`` -> (h, w); checks positivity."""
+    h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if int(h) < 1 or int(w) < 1:
+        raise ValueError(f"size must be a positive int or (height, width), got {size!r}.")
+    return int(h), int(w)
+
+
+def resize_frames(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize uint8 (T, H, W, 3) frames to ``size`` (int = square, or (h, w)) -> uint8 (T, h, w, 3).
+
+    Bilinear with antialiasing (torch ``F.interpolate`` on uint8 channels-last, which
+    matches the float32 computation rounded to within one grey level).
+    """
+    frames = _check_frames(frames, "frames")
+    h, w = _size_hw(size)
+    if frames.shape[1:3] == (h, w):
+        return frames.copy()
+    import torch
+    import torch.nn.functional as F
+
+    # (T, H, W, 3) viewed as channels-last (T, 3, H, W): torch's uint8 antialiased kernel
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    y = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)  # (T, 3, h, w) uint8
+    return y.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _check_frames(frames: np.ndarray, name: str) -> np.ndarray:
+    """Validate uint8 (T, H, W, 3) frames."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise ValueError(f"{name} must be uint8 (T, H, W, 3) with T >= 1, got shape {frames.shape}.")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"{name} must be uint8 (convert with np.clip(x, 0, 255).astype(np.uint8)), got {frames.dtype}.")
+    return frames
+
+
+def _as_rate(fps: float) -> Fraction:
+    """Frame rate as a Fraction (29.97 -> 2997/100); must be positive."""
+    if not fps or fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps!r}.")
+    return Fraction(str(fps)).limit_denominator(1001)
+
+
+def _pad_even(frames: np.ndarray) -> np.ndarray:
+    """Pad (T, H, W, 3) to even H and W by repeating the last row / column."""
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if not (pad_h or pad_w):
+        return frames
+    return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18) -> None:
+    """Write uint8 (T, H, W, 3) RGB frames as H.264 mp4 (yuv420p; odd sizes padded to even), atomically."""
+    frames = _pad_even(_check_frames(frames, "frames"))
+    rate = _as_rate(fps)
+    height, width = frames.shape[1:3]
+    with atomic_path(path, suffix=".tmp.mp4") as tmp:
+        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+            stream = container.add_stream("libx264", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": str(crf)}
+            for index, array in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+                frame.pts = index
+                frame.time_base = 1 / rate
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+
+
+def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> None:
+    """Write uint8 (T, H, W, 3) RGB frames as a looping GIF (Pillow), atomically."""
+    from PIL import Image
+
+    frames = _check_frames(frames, "frames")
+    duration_ms = max(10, int(round(1000 / float(_as_rate(fps)) / 10)) * 10)
+    images = [Image.fromarray(np.ascontiguousarray(f), mode="RGB") for f in frames]
+    with atomic_path(path, suffix=".tmp.gif") as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+
+
+def video_info(path: str | Path) -> dict:
+    """Container facts without decoding pixels.
+
+    Returns n_frames (video packets counted by demuxing), fps (the stream's average rate, a
+    guess for variable-rate files), duration (s), height, width, codec, has_audio.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        try:
+            n_frames = sum(1 for packet in container.demux(stream) if packet.size)
+        except av.FFmpegError as error:
+            raise VideoDecodeError(f"Cannot read video {path}: demuxing failed ({error}); the file is truncated or corrupt.") from error
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = n_frames / float(rate) if rate else float("nan")
+        return {
+            "n_frames": n_frames,
+            "fps": float(rate) if rate else float("nan"),
+            "duration": duration,
+            "height": int(stream.codec_context.height),
+            "width": int(stream.codec_context.width),
+            "codec": stream.codec_context.name,
+            "has_audio": bool(container.streams.audio),
+        }
