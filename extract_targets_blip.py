@@ -1,0 +1,171 @@
+"""Stage 1a: BLIP image embeddings, BLIP captions and CLIP embeddings of every stimulus.
+
+For each video, 15 frames picked by ``linspace`` over all decoded frames, then:
+- ``blip``: frames resized to ``--image-size`` (240 for the real preset, BLIP base CapFilt-L
+  = Salesforce/blip-image-captioning-base; 32 for tiny), in [0, 1], BLIP normalisation
+  (``--blip-normalize``), the vision encoder's last hidden state averaged over the 15
+  frames -> (226, 768) for the real preset;
+- a caption: the BLIP text decoder on that averaged embedding (the target itself, so it is
+  the caption that a perfect prediction would give; beam search 3, max length 20, min 4,
+  repetition penalty 6.0, prompt "a picture of " stripped; models/captioning.py) ->
+  ``captions.json``, merged across runs and written atomically after every batch;
+- ``clip`` / ``clip_frames``: CLIP image embeddings (openai/clip-vit-large-patch14, projected,
+  not L2-normalised) of the frames centre-cropped to the CLIP size, mean (768,) and per
+  frame (15, 768);
+- ``clip_text``: where the dataset has human captions (``metadata_<ds>/annotations.json``:
+  BMD and the demo), the CLIP text embeddings of the captions, averaged (768,).
+
+Reads:  <data-root>/stimuli_<ds>/... and <data-root>/metadata_<ds>/annotations.json (if any)
+Writes: <data-root>/target_vectors_<ds>/{blip,clip,clip_frames,clip_text}/<stim>.npy (float32;
+        HAD keeps the class subfolder), target_vectors_<ds>/captions.json, and a
+        manifest.json in each target folder (flags, counts, timings, ``failed``).
+
+A stimulus is skipped when all its outputs are complete (``--overwrite`` redoes it). An
+undecodable video is named, recorded in the manifests and skipped; the script then exits
+with status 1.
+
+Examples:
+    python extract_targets_blip.py --dataset bmd
+    python extract_targets_blip.py --dataset bmd --model-path ~/models/blip-base --clip-path ~/models/clip-l14
+    python extract_targets_blip.py --dataset demo --preset tiny
+    python extract_targets_blip.py --dataset cc2017 --subset test --no-captions --limit 100
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from models import targets, zoo
+from models.captioning import CaptionSettings, caption_embeddings, embedding_shape
+from utils import layout
+from utils.cli import common_parser, positive_int, resolve_device, resolve_dtype, seed_everything
+from utils.datasets import annotations_path, load_annotations
+from utils.io import is_complete_npy, read_json, save_npy, write_json, write_manifest
+
+TARGETS = ("blip", "clip", "clip_frames", "clip_text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Common flags plus this stage's own."""
+    parser = common_parser(__doc__)
+    parser.add_argument("--subset", default="all", choices=targets.SUBSETS, help="stimuli to process (default: %(default)s)")
+    parser.add_argument("--stimuli", nargs="+", default=None, metavar="STIM", help="process only these stimuli (default: every stimulus of --subset)")
+    parser.add_argument("--image-size", type=positive_int, default=None, help="BLIP input size (default: 240 for --preset default, 32 for tiny)")
+    parser.add_argument("--blip-normalize", action=argparse.BooleanOptionalAction, default=True, help="apply BLIP's mean/std normalisation after scaling to [0, 1] (default: %(default)s)")
+    parser.add_argument("--captions", action=argparse.BooleanOptionalAction, default=True, help="caption every video with BLIP into captions.json (default: %(default)s)")
+    parser.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True, help="also write the CLIP image (and caption text) embeddings (default: %(default)s)")
+    parser.add_argument("--caption-beams", type=positive_int, default=3, help="beam width of caption decoding (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, help="video decoding threads; 0 decodes in the main thread (default: %(default)s)")
+    parser.add_argument("--model-path", default=None, help="local BLIP directory (default: the Hugging Face id through the cache)")
+    parser.add_argument("--clip-path", default=None, help="local CLIP directory (default: the Hugging Face id through the cache)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: %(default)s)")
+    return parser
+
+
+def dataset_annotations(data_root: str, dataset: str) -> dict | None:
+    """Human captions of datasets that have them (BMD, demo); None otherwise or when absent."""
+    if dataset not in ("bmd", "demo"):
+        return None
+    if not annotations_path(data_root, dataset).exists():
+        print(f"note: {annotations_path(data_root, dataset)} is missing, so no clip_text targets "
+              f"(run `python download_data.py --dataset {dataset}` to get the annotations)")
+        return None
+    return load_annotations(data_root, dataset)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Extract the embeddings and captions; returns 0, or 1 when some videos could not be decoded."""
+    from tqdm import tqdm
+
+    args = build_parser().parse_args(argv)
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    image_size = args.image_size or zoo.blip_image_size(args.preset)
+    jobs = targets.plan_jobs(args.data_root, args.dataset, args.subset, args.stimuli, args.limit)
+    notes = dataset_annotations(args.data_root, args.dataset) if args.clip else None
+
+    blip, blip_processor = zoo.load_blip(args.preset, args.model_path, device=device, dtype=dtype)
+    shapes: dict[str, tuple[int, ...]] = {"blip": embedding_shape(blip, image_size)}
+    clip = clip_processor = None
+    clip_size = 0
+    if args.clip:
+        clip, clip_processor = zoo.load_clip(args.preset, args.clip_path, device=device, dtype=dtype)
+        clip_size = int(clip_processor.image_processor.crop_size["height"])
+        dim = int(clip.config.projection_dim)
+        shapes.update(clip=(dim,), clip_frames=(targets.N_FRAMES, dim), clip_text=(dim,))
+    captions_file = layout.captions_path(args.data_root, args.dataset)
+    captions: dict[str, str] = read_json(captions_file, default={})
+
+    def out_of(target: str, stimulus: str) -> Path:
+        return layout.target_path(args.data_root, args.dataset, target, stimulus)
+
+    def wanted(stimulus: str) -> list[str]:
+        names = ["blip"] + (["clip", "clip_frames"] if args.clip else [])
+        return names + (["clip_text"] if args.clip and targets.human_captions(notes, stimulus) else [])
+
+    def complete(stimulus: str) -> bool:
+        files_ok = all(is_complete_npy(out_of(t, stimulus), shapes[t]) for t in wanted(stimulus))
+        return files_ok and (not args.captions or stimulus in captions)
+
+    todo = [j for j in jobs if args.overwrite or not complete(j.stimulus)]
+    pending = {j.stimulus for j in todo}
+    skipped = [j.stimulus for j in jobs if j.stimulus not in pending]
+    print(f"blip/clip: {len(jobs)} stimuli of {args.dataset} ({len(skipped)} already complete), "
+          f"BLIP {image_size}px -> {shapes['blip']}, CLIP {clip_size or 'off'}, {device} {dtype}")
+    settings = CaptionSettings(num_beams=args.caption_beams, seed=args.seed)
+    mean, std = blip_processor.image_processor.image_mean, blip_processor.image_processor.image_std
+
+    def process(batch: list[targets.Job], loaded: list[dict]) -> None:
+        names = [j.stimulus for j in batch]
+        states = targets.blip_embeddings(blip, np.stack([x["blip"] for x in loaded]), mean, std, args.blip_normalize)  # (B, tokens, dim)
+        for name, state in zip(names, states, strict=True):
+            save_npy(out_of("blip", name), state)
+        if clip is not None:
+            image_processor = clip_processor.image_processor
+            frames = targets.clip_image_embeddings(clip, np.stack([x["clip"] for x in loaded]), image_processor.image_mean, image_processor.image_std)
+            for name, per_frame in zip(names, frames, strict=True):  # (15, dim)
+                save_npy(out_of("clip_frames", name), per_frame)
+                save_npy(out_of("clip", name), per_frame.mean(axis=0))
+            with_text = [n for n in names if targets.human_captions(notes, n)]
+            if with_text:
+                texts = targets.clip_text_embeddings(clip, clip_processor.tokenizer, [targets.human_captions(notes, n) for n in with_text])
+                for name, text in zip(with_text, texts, strict=True):
+                    save_npy(out_of("clip_text", name), text)
+        if args.captions:
+            new = dict(zip(names, caption_embeddings(blip, blip_processor, states, settings, batch_size=len(names)), strict=True))
+            captions.update(read_json(captions_file, default={}))  # keep what other runs wrote meanwhile
+            captions.update(new)
+            write_json(captions_file, dict(sorted(captions.items())))
+
+    transforms = {"blip": targets.squash_resize(image_size)}
+    if clip is not None:
+        transforms["clip"] = targets.center_crop(clip_size)
+    with tqdm(total=len(todo), unit="video", desc="blip/clip", disable=not args.progress) as bar:
+        stats = targets.run_batches(todo, targets.frame_loader(targets.N_FRAMES, transforms), process, args.batch_size, args.workers, bar)
+    stats.skipped = skipped
+
+    models = {
+        "blip": args.model_path or (zoo.BLIP_ID if args.preset == "default" else "tiny"),
+        "clip": (args.clip_path or (zoo.CLIP_ID if args.preset == "default" else "tiny")) if args.clip else None,
+    }
+    for target in TARGETS:
+        if target in shapes and (target != "clip_text" or notes):
+            write_manifest(
+                layout.targets_dir(args.data_root, args.dataset, target), "extract_targets_blip", args,
+                inputs={"stimuli": str(layout.stimuli_dir(args.data_root, args.dataset)), **models},
+                counts=stats.counts(), shape=list(shapes[target]), image_size=image_size, clip_size=clip_size,
+                captions=str(captions_file) if args.captions else None, failed=stats.failed,
+            )
+    print(f"wrote {len(stats.written)}, skipped {len(stats.skipped)} complete, failed {len(stats.failed)} -> "
+          f"{layout.targets_dir(args.data_root, args.dataset, 'blip').parent}")
+    print(f"time: decode {stats.decode_s:.1f}s (waited {stats.wait_s:.1f}s), model+write {stats.model_s:.1f}s, wall {stats.wall_s:.1f}s")
+    for stim, message in stats.failed.items():
+        print(f"FAILED {stim}: {message}")
+    return 1 if stats.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

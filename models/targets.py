@@ -1,0 +1,351 @@
+"""Regression targets from stimulus videos: Zeroscope VAE latents, BLIP and CLIP embeddings.
+
+Every target starts from the same 15 frames per video, picked by ``linspace`` over all
+decoded frames (``utils.video.sample_frames``), so variable frame rates never matter.
+
+- ``z_zeroscope`` (:func:`vae_latents`): frames resized (squashed) to ``size`` x ``size``
+  (268 for the real preset), scaled to [-1, 1], VAE-encoded, times
+  ``vae.config.scaling_factor`` -> float32 (15, 4, size/8, size/8), (15, 4, 33, 33) at 268.
+  The original pipeline took ``latent_dist.sample()`` (unseeded); here ``mode="sample"``
+  (the default) draws the posterior noise from a generator seeded per stimulus
+  (:func:`stimulus_seed`), so results do not depend on batching or order and a rerun gives the
+  same numbers; ``mode="mean"`` takes the posterior mean instead.
+- ``blip`` (:func:`blip_embeddings`): frames resized (squashed) to the BLIP size (240 real),
+  in [0, 1], then BLIP's normalisation (mean/std of CLIP), through the BLIP vision encoder
+  with position embeddings interpolated; last hidden state averaged over the 15 frames ->
+  float32 (tokens, dim), (226, 768) for BLIP base at 240.
+- ``clip`` / ``clip_frames`` (:func:`clip_image_embeddings`): frames resized by their
+  shortest side and centre-cropped to the CLIP size (224 real), normalised like CLIP's
+  processor; the projected image embeddings (not L2-normalised) per frame (15, dim) and
+  their mean (dim,).
+- ``clip_text`` (:func:`clip_text_embeddings`): projected CLIP text embeddings (not
+  L2-normalised) of a stimulus' human captions, averaged -> (dim,).
+
+:func:`iter_loaded` decodes videos in background threads while the model runs, and
+:func:`run_batches` drives a per-batch callback, turning undecodable videos into per-stimulus
+failures (``VideoDecodeError`` naming the file) instead of stopping the run.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils import layout
+from utils.datasets import get_spec, list_stimuli, stimulus_path
+from utils.video import VideoDecodeError, resize_frames, sample_frames
+
+N_FRAMES = 15
+SUBSETS = ("train", "test", "all")
+LATENT_MODES = ("sample", "mean")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One stimulus to process: its canonical name and video file."""
+
+    stimulus: str
+    video: Path
+
+
+@dataclass
+class RunStats:
+    """What a run did: counts, failures {stimulus: message} and timings (seconds)."""
+
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    decode_s: float = 0.0  # summed over decode threads
+    wait_s: float = 0.0  # main thread waiting for decoded videos
+    model_s: float = 0.0  # main thread inside the batch callback (models + writes)
+    wall_s: float = 0.0
+
+    def counts(self) -> dict[str, Any]:
+        """Counts and timings for a manifest."""
+        return {
+            "written": len(self.written), "skipped": len(self.skipped), "failed": len(self.failed),
+            "decode_s": round(self.decode_s, 3), "wait_s": round(self.wait_s, 3),
+            "model_s": round(self.model_s, 3), "wall_s": round(self.wall_s, 3),
+        }
+
+
+# ---------------------------------------------------------------- planning
+
+
+def plan_jobs(
+    data_root: str | Path | None, dataset: str, subset: str = "all", stimuli: Sequence[str] | None = None, limit: int | None = None
+) -> list[Job]:
+    """Stimuli of ``subset`` (or the explicit ``stimuli``), first ``limit`` of them, with video paths.
+
+    Raises FileNotFoundError naming the command that makes a missing stimuli folder.
+    """
+    spec = get_spec(dataset)
+    if subset not in SUBSETS:
+        raise ValueError(f"Unknown subset={subset!r}; use one of {list(SUBSETS)}.")
+    folder = layout.stimuli_dir(data_root, dataset)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"Stimuli folder {folder} is missing: run `python download_data.py --dataset {dataset} --data-root {layout.root(data_root)}` first."
+        )
+    names = list(stimuli) if stimuli else list_stimuli(spec, subset, data_root)
+    if limit is not None:
+        names = names[:limit]
+    return [Job(name, stimulus_path(data_root, spec, name)) for name in names]
+
+
+def stimulus_seed(seed: int, stimulus: str) -> int:
+    """Per-stimulus seed, independent of batching and order: crc32(name) mixed with ``seed``."""
+    return (zlib.crc32(stimulus.encode("utf-8")) + 1_000_003 * seed) % (2**63 - 1)
+
+
+# ---------------------------------------------------------------- frames
+
+
+def to_unit_tensor(frames: np.ndarray, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1] on ``device``."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    return x.permute(0, 3, 1, 2).to(dtype) / 255.0
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Channel normalisation of (N, 3, H, W) in [0, 1]."""
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> (T, size, size, 3): shortest side to ``size``, then centre crop (CLIP)."""
+    h, w = frames.shape[1:3]
+    scale = size / min(h, w)
+    rh, rw = max(size, round(h * scale)), max(size, round(w * scale))
+    resized = resize_frames(frames, (rh, rw))
+    top, left = (rh - size) // 2, (rw - size) // 2
+    return np.ascontiguousarray(resized[:, top : top + size, left : left + size])
+
+
+# ---------------------------------------------------------------- models
+
+
+def latent_shape(vae: Any, size: int, n_frames: int = N_FRAMES) -> tuple[int, int, int, int]:
+    """(frames, channels, h, w) of the latents of ``size`` x ``size`` frames for this VAE."""
+    spatial = size
+    for _ in range(len(vae.config.block_out_channels) - 1):  # stride-2 convs with (0, 1) padding
+        spatial //= 2
+    return n_frames, int(vae.config.latent_channels), spatial, spatial
+
+
+@torch.inference_mode()
+def vae_latents(
+    vae: Any,
+    videos: np.ndarray,
+    stimuli: Sequence[str],
+    mode: str = "sample",
+    seed: int = 0,
+    frames_per_forward: int = 60,
+) -> np.ndarray:
+    """Scaled VAE latents of uint8 videos (B, T, H, W, 3) -> float32 (B, T, C, H/8, W/8).
+
+    ``mode="sample"`` adds posterior noise from a per-stimulus seeded generator; ``"mean"``
+    uses the posterior mean. Frames go through the VAE ``frames_per_forward`` at a time.
+    """
+    if mode not in LATENT_MODES:
+        raise ValueError(f"Unknown latent mode={mode!r}; use one of {list(LATENT_MODES)}.")
+    param = next(vae.parameters())
+    b, t = videos.shape[:2]
+    flat = videos.reshape(b * t, *videos.shape[2:])  # (B*T, H, W, 3)
+    means, stds = [], []
+    for start in range(0, len(flat), frames_per_forward):
+        x = to_unit_tensor(flat[start : start + frames_per_forward], param.device, param.dtype) * 2 - 1  # (n, 3, H, W)
+        dist = vae.encode(x).latent_dist
+        means.append(dist.mean.float())
+        stds.append(dist.std.float())
+    mean = torch.cat(means).view(b, t, *means[0].shape[1:])  # (B, T, C, h, w)
+    if mode == "sample":
+        std = torch.cat(stds).view_as(mean)
+        noise = torch.stack([
+            torch.randn(mean.shape[1:], generator=torch.Generator().manual_seed(stimulus_seed(seed, s))) for s in stimuli
+        ]).to(mean.device)
+        mean = mean + std * noise
+    return (mean * vae.config.scaling_factor).cpu().numpy().astype(np.float32)
+
+
+@torch.inference_mode()
+def blip_embeddings(
+    model: Any, videos: np.ndarray, mean: Sequence[float], std: Sequence[float], normalize_inputs: bool = True
+) -> np.ndarray:
+    """BLIP vision last hidden state averaged over frames: uint8 (B, T, S, S, 3) -> float32 (B, tokens, dim)."""
+    param = next(model.parameters())
+    b, t = videos.shape[:2]
+    x = to_unit_tensor(videos.reshape(b * t, *videos.shape[2:]), param.device, torch.float32)  # (B*T, 3, S, S)
+    if normalize_inputs:
+        x = normalize(x, mean, std)
+    states = model.vision_model(pixel_values=x.to(param.dtype), interpolate_pos_encoding=True).last_hidden_state
+    return states.float().view(b, t, *states.shape[1:]).mean(dim=1).cpu().numpy()
+
+
+def _features(output: Any) -> torch.Tensor:
+    """transformers 5 returns a model output with the projection in ``pooler_output``; older ones a tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+@torch.inference_mode()
+def clip_image_embeddings(model: Any, videos: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Projected CLIP image embeddings per frame: uint8 (B, T, S, S, 3) -> float32 (B, T, dim)."""
+    param = next(model.parameters())
+    b, t = videos.shape[:2]
+    x = normalize(to_unit_tensor(videos.reshape(b * t, *videos.shape[2:]), param.device, torch.float32), mean, std)
+    features = _features(model.get_image_features(pixel_values=x.to(param.dtype)))  # (B*T, dim)
+    return features.float().view(b, t, -1).cpu().numpy()
+
+
+@torch.inference_mode()
+def clip_text_embeddings(model: Any, tokenizer: Any, captions: Sequence[Sequence[str]]) -> np.ndarray:
+    """Projected CLIP text embeddings of each stimulus' captions, averaged -> float32 (B, dim)."""
+    device = next(model.parameters()).device
+    flat = [c for group in captions for c in group]
+    if not flat:
+        raise ValueError("clip_text_embeddings needs at least one caption.")
+    tokens = tokenizer(flat, padding=True, truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt").to(device)
+    features = _features(model.get_text_features(**tokens)).float().cpu()  # (sum n_i, dim)
+    out, start = [], 0
+    for group in captions:
+        if not group:
+            raise ValueError("Every stimulus needs at least one caption for clip_text_embeddings.")
+        out.append(features[start : start + len(group)].mean(dim=0))
+        start += len(group)
+    return torch.stack(out).numpy()
+
+
+# ---------------------------------------------------------------- running
+
+
+def _timed(load: Callable[[Path], Any], path: Path) -> tuple[Any, float]:
+    start = time.perf_counter()
+    return load(path), time.perf_counter() - start
+
+
+def iter_loaded(
+    jobs: Iterable[Job], load: Callable[[Path], Any], workers: int = 2, lookahead: int = 16
+) -> Iterator[tuple[Job, Any, VideoDecodeError | None, float]]:
+    """Yield (job, loaded, error, seconds) in job order, decoding up to ``lookahead`` videos
+    ahead in ``workers`` threads (``workers=0``: in this thread). Only VideoDecodeError is
+    caught; any other error propagates."""
+    if workers <= 0:
+        for job in jobs:
+            start = time.perf_counter()
+            try:
+                yield job, load(job.video), None, time.perf_counter() - start
+            except VideoDecodeError as error:
+                yield job, None, error, time.perf_counter() - start
+        return
+    pending: deque[tuple[Job, Future]] = deque()
+    iterator = iter(jobs)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        def submit_next() -> None:
+            job = next(iterator, None)
+            if job is not None:
+                pending.append((job, pool.submit(_timed, load, job.video)))
+
+        for _ in range(max(1, lookahead)):
+            submit_next()
+        while pending:
+            job, future = pending.popleft()
+            try:
+                loaded, seconds = future.result()
+                result = (job, loaded, None, seconds)
+            except VideoDecodeError as error:
+                result = (job, None, error, 0.0)
+            submit_next()
+            yield result
+
+
+def run_batches(
+    jobs: Sequence[Job],
+    load: Callable[[Path], Any],
+    process: Callable[[list[Job], list[Any]], None],
+    batch_size: int,
+    workers: int = 2,
+    progress: Any = None,
+) -> RunStats:
+    """Decode ``jobs`` (in threads), call ``process(jobs, loaded)`` per batch of ``batch_size``.
+
+    Undecodable videos land in ``stats.failed`` ({stimulus: message}) and the rest go on.
+    ``progress`` (e.g. a tqdm bar) gets ``update(1)`` per stimulus.
+    """
+    stats = RunStats()
+    start = time.perf_counter()
+    batch_jobs: list[Job] = []
+    batch_data: list[Any] = []
+
+    def flush() -> None:
+        if not batch_jobs:
+            return
+        t0 = time.perf_counter()
+        process(list(batch_jobs), list(batch_data))
+        stats.model_s += time.perf_counter() - t0
+        stats.written.extend(j.stimulus for j in batch_jobs)
+        if progress is not None:
+            progress.update(len(batch_jobs))
+        batch_jobs.clear()
+        batch_data.clear()
+
+    loaded_iter = iter_loaded(jobs, load, workers=workers, lookahead=max(2 * batch_size, workers))
+    while True:
+        t0 = time.perf_counter()
+        item = next(loaded_iter, None)
+        stats.wait_s += time.perf_counter() - t0
+        if item is None:
+            break
+        job, data, error, seconds = item
+        stats.decode_s += seconds
+        if error is not None:
+            stats.failed[job.stimulus] = str(error)
+            if progress is not None:
+                progress.update(1)
+            continue
+        batch_jobs.append(job)
+        batch_data.append(data)
+        if len(batch_jobs) >= batch_size:
+            flush()
+    flush()
+    stats.wall_s = time.perf_counter() - start
+    return stats
+
+
+def frame_loader(n_frames: int = N_FRAMES, transforms: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None) -> Callable[[Path], Any]:
+    """A loader: sample ``n_frames`` frames (uint8 (T, H, W, 3)); with ``transforms`` return
+    ``{name: transform(frames)}`` instead (resizing happens in the decode threads)."""
+
+    def load(path: Path) -> Any:
+        frames = sample_frames(path, n_frames)  # (T, H, W, 3) uint8, native size
+        if transforms is None:
+            return frames
+        return {name: fn(frames) for name, fn in transforms.items()}
+
+    return load
+
+
+def squash_resize(size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Transform: resize frames to ``size`` x ``size`` ignoring aspect (as the original pipeline)."""
+    return lambda frames: resize_frames(frames, size)
+
+
+def center_crop(size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Transform: shortest side to ``size`` then centre crop (CLIP's processor)."""
+    return lambda frames: resize_center_crop(frames, size)
+
+
+def human_captions(annotations: dict | None, stimulus: str) -> list[str]:
+    """The human captions (``text_descriptions``) of a stimulus, or [] when there are none."""
+    if not annotations or stimulus not in annotations:
+        return []
+    return [str(c) for c in annotations[stimulus].get("text_descriptions") or [] if str(c).strip()]

@@ -1,0 +1,136 @@
+"""Contrastive alignment: the loss, the model, and finetune_contrastive.py on the synthetic demo."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import finetune_contrastive
+import train_mbm
+from models.contrastive import BrainCLIP, HeadConfig, clip_loss, load_brainclip
+from models.mbm import MaskedBrainModel, MBMConfig
+from utils import layout
+from utils.prepare import load_prepared, prepare_subject
+from utils.synthetic import make_demo
+
+CLIP_DIM = 24
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: far faster than two on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_encoder(num_voxels: int = 256) -> MaskedBrainModel:
+    torch.manual_seed(0)
+    return MaskedBrainModel(MBMConfig(num_voxels, 16, 32, 1, 4, 16, 1, 2, 1.0))
+
+
+def test_clip_loss_prefers_aligned_pairs():
+    torch.manual_seed(0)
+    target = torch.randn(8, 16)
+    scale = torch.tensor(np.log(1 / 0.07), dtype=torch.float32)
+    aligned = clip_loss(target + 0.01 * torch.randn(8, 16), target, scale)
+    shuffled = clip_loss(target[torch.randperm(8)], target, scale)
+    assert aligned < 0.1 < shuffled
+    assert clip_loss(target, target, scale + 1.0) < clip_loss(target, target, scale)  # sharper = surer when aligned
+    assert torch.isclose(clip_loss(target, -target, scale), clip_loss(-target, target, scale))  # symmetric
+
+
+def test_brainclip_shapes_and_freezing():
+    for pool, feature_dim in (("mean", 32), ("tokens", 16 * 4)):
+        model = BrainCLIP(tiny_encoder(), HeadConfig(out_dim=12, pool=pool, token_dim=4))
+        x = torch.randn(3, 1, 256)
+        emb, scale, recon = model(x)
+        assert emb.shape == (3, 12) and recon is None and model.features(x).shape == (3, feature_dim)
+        assert float(scale.detach()) == pytest.approx(np.log(1 / 0.07))
+        _, _, recon = model(x, 0.5)
+        assert recon.ndim == 0
+    model.set_trainable(encoder=False)
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("encoder."))
+    model.set_trainable(encoder=True, decoder=False)
+    assert model.encoder.blocks[0].attn.qkv.weight.requires_grad and not model.encoder.decoder_pred.weight.requires_grad
+    with pytest.raises(ValueError, match="Unknown pool"):
+        HeadConfig(out_dim=4, pool="max")
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    """The synthetic demo (one subject) prepared, with CLIP stand-in targets.
+
+    The targets are a fixed random projection of the demo's known stimulus features (what
+    extract_targets_blip.py's real CLIP would see is not available offline), so the
+    alignment has a known answer.
+    """
+    root = tmp_path_factory.mktemp("demo")
+    make_demo(root, n_subjects=1)
+    prepare_subject(root, "demo", 1)
+    model = np.load(layout.metadata_dir(root, "demo") / "encoding_model.npz")
+    projection = np.random.default_rng(0).standard_normal((model["features"].shape[1], CLIP_DIM))
+    for name, vector in zip(model["stimuli"], model["features"] @ projection, strict=True):
+        path = layout.target_path(root, "demo", "clip", str(name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, vector.astype(np.float32))
+    return root
+
+
+def common(root) -> list[str]:
+    return ["--data-root", str(root), "--datasets", "demo", "--subjects", "1", "--preset", "tiny"]
+
+
+def test_demo_mbm_then_contrastive_beats_chance(demo_root, capsys):
+    assert train_mbm.main(common(demo_root) + ["--epochs", "1", "--limit", "64", "--lr", "1e-3", "--run", "tiny"]) == 0
+    args = common(demo_root) + ["--mbm", "tiny", "--run", "clip_demo", "--epochs", "6", "--warmup-epochs", "0.5"]
+    assert finetune_contrastive.main(args) == 0
+    out_dir = demo_root / "embeddings" / "clip_demo"
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    test = manifest["metrics"]["demo/sub01"]["test"]
+    assert test["n_stimuli"] == 24 and test["chance_top1"] == pytest.approx(1 / 24)
+    assert test["top1"] >= 0.3, test  # chance 0.04
+    assert test["two_way"] >= 0.85, test  # chance 0.5
+
+    prepared = load_prepared(demo_root, "demo", 1)
+    model, config = load_brainclip(layout.checkpoint_dir(demo_root, "contrastive", "clip_demo"))
+    emb = np.load(layout.embeddings_path(demo_root, "clip_demo", "demo", "sub01"))
+    assert emb.shape == (len(prepared.trials), model.feature_dim) and emb.dtype == np.float32
+    table = out_dir / "demo" / "sub01_trials.csv"
+    assert table.read_text() == layout.prepared_trials_path(demo_root, "demo", "sub01", "Group41").read_text()
+    assert config["mbm"].endswith("tiny") and config["data"]["pad"] == "wrap"
+    # Row i is trial i: re-embedding one test trial gives the same vector.
+    from finetune_contrastive import single_trials
+    from models.contrastive import embed
+    from utils.brain_data import load_sources
+
+    source = load_sources(demo_root, ["demo"], ["1"], 64)[0]
+    row = int(np.flatnonzero(prepared.trials.split == "test")[5])
+    again = embed(model, single_trials(source), [row], 1, "cpu").numpy()[0]
+    np.testing.assert_allclose(again, emb[row], rtol=1e-4, atol=1e-5)
+
+    capsys.readouterr()
+    assert finetune_contrastive.main(args) == 0  # rerun: nothing to train, embeddings complete
+    text = capsys.readouterr().out
+    assert "already trained" in text and "0 written, 1 already complete" in text
+
+
+def test_bad_inputs(demo_root, tmp_path):
+    from test_mbm import small_model, write_published
+
+    base = common(demo_root) + ["--epochs", "1", "--run", "bad"]
+    with pytest.raises(FileNotFoundError, match="train_mbm.py --preset tiny --run nope"):
+        finetune_contrastive.main(base + ["--mbm", "nope"])
+    wrong = tmp_path / "sub-01.pth"
+    write_published(wrong, small_model(num_voxels=256))
+    with pytest.raises(ValueError, match="num_voxels=256.*13156 vertices"):
+        finetune_contrastive.main(base + ["--mbm", str(wrong)])
+    with pytest.raises(FileNotFoundError, match="extract_targets_blip.py --dataset demo"):
+        finetune_contrastive.main(base + ["--mbm", "none", "--targets", "clip_text"])
+    assert not (layout.checkpoint_dir(demo_root, "contrastive", "bad") / "manifest.json").exists()
+    shutil.rmtree(layout.checkpoint_dir(demo_root, "contrastive", "bad"), ignore_errors=True)

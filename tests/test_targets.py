@@ -1,0 +1,276 @@
+"""Target extraction (models/targets.py, extract_targets_*.py) with the tiny preset."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import extract_targets_blip
+import extract_targets_zeroscope
+from models import targets, zoo
+from utils import layout
+from utils.io import read_json
+from utils.synthetic import make_demo
+from utils.video import VideoDecodeError, read_video, sample_indices, video_info, write_mp4
+
+DEMO_ARGS = ["--dataset", "demo", "--preset", "tiny", "--no-progress", "--workers", "1"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run faster on one thread, most of all on a shared, loaded CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo_template")
+    make_demo(root, n_subjects=1, n_train=4, n_test=2, size=32, n_frames=12, fps=8)
+    return root
+
+
+@pytest.fixture
+def demo_root(demo_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny demo (tests may corrupt it)."""
+    root = tmp_path / "data"
+    shutil.copytree(demo_template / "stimuli_demo", root / "stimuli_demo")
+    shutil.copytree(demo_template / "metadata_demo", root / "metadata_demo")
+    return root
+
+
+def z_path(root: Path, stim: str) -> Path:
+    return layout.target_path(root, "demo", "z_zeroscope", stim)
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npy")}
+
+
+# ---------------------------------------------------------------- units
+
+
+def test_plan_jobs_missing_folder_names_command(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"stimuli_bmd is missing: run `python download_data.py --dataset bmd"):
+        targets.plan_jobs(tmp_path, "bmd")
+    (tmp_path / "stimuli_bmd" / "mp4").mkdir(parents=True)
+    jobs = targets.plan_jobs(tmp_path, "bmd", "test", limit=3)
+    assert [j.stimulus for j in jobs] == ["1001", "1002", "1003"]
+    assert jobs[0].video == tmp_path / "stimuli_bmd" / "mp4" / "1001.mp4"
+    with pytest.raises(ValueError, match="Unknown subset='val'"):
+        targets.plan_jobs(tmp_path, "bmd", "val")
+
+
+def test_resize_center_crop_keeps_the_middle() -> None:
+    frames = np.zeros((2, 40, 80, 3), np.uint8)
+    frames[:, :, 20:60] = 200  # the central square of a wide frame
+    out = targets.resize_center_crop(frames, 16)
+    assert out.shape == (2, 16, 16, 3) and out.dtype == np.uint8
+    assert out[:, :, 1:-1].min() == 200 and out.mean() > 190  # only antialiasing at the crop edges
+
+
+def test_vae_latents_seeded_per_stimulus_not_per_batch() -> None:
+    vae = zoo.load_zeroscope("tiny", parts=("vae",))["vae"]
+    videos = np.random.default_rng(0).integers(0, 255, (3, 15, 16, 16, 3), dtype=np.uint8)
+    together = targets.vae_latents(vae, videos, ["a", "b", "c"], "sample", seed=0)
+    alone = targets.vae_latents(vae, videos[1:2], ["b"], "sample", seed=0, frames_per_forward=7)
+    assert together.shape == (3, 15, 4, 2, 2) == (3, *targets.latent_shape(vae, 16))
+    np.testing.assert_allclose(together[1], alone[0], rtol=1e-5, atol=1e-6)
+    mean = targets.vae_latents(vae, videos, ["a", "b", "c"], "mean")
+    other_seed = targets.vae_latents(vae, videos, ["a", "b", "c"], "sample", seed=1)
+    assert not np.allclose(together, mean) and not np.allclose(together, other_seed)
+    with torch.inference_mode():
+        direct = vae.encode(torch.from_numpy(videos[0]).permute(0, 3, 1, 2).float() / 127.5 - 1).latent_dist.mean
+    np.testing.assert_allclose(mean[0], direct.numpy() * vae.config.scaling_factor, rtol=1e-4, atol=1e-5)
+
+
+def test_run_batches_records_failures_and_keeps_order(tmp_path: Path) -> None:
+    jobs = [targets.Job(f"s{i}", tmp_path / f"s{i}.mp4") for i in range(7)]
+
+    def load(path: Path) -> str:
+        if path.stem in ("s2", "s5"):
+            raise VideoDecodeError(f"Cannot read video {path}: broken")
+        return path.stem
+
+    for workers in (0, 3):
+        batches: list[list[str]] = []
+        stats = targets.run_batches(jobs, load, lambda b, data, out=batches: out.append(data), batch_size=2, workers=workers)
+        assert batches == [["s0", "s1"], ["s3", "s4"], ["s6"]]
+        assert set(stats.failed) == {"s2", "s5"} and "s2.mp4: broken" in stats.failed["s2"]
+        assert stats.written == ["s0", "s1", "s3", "s4", "s6"]
+
+
+def test_frame_sampling_follows_decoded_frames_at_any_frame_rate(tmp_path: Path) -> None:
+    """Frames carry their index as brightness; 15 are picked by linspace whatever the rate."""
+    for n_frames, fps in ((24, 23.976), (30, 30), (40, 25)):
+        frames = np.repeat((np.arange(n_frames) * 6).astype(np.uint8)[:, None, None, None], 16, axis=1)
+        frames = np.repeat(np.repeat(frames, 16, axis=2), 3, axis=3)  # (T, 16, 16, 3)
+        path = tmp_path / f"v{n_frames}.mp4"
+        write_mp4(path, frames, fps)
+        loaded = targets.frame_loader(15)(path)  # (15, 16, 16, 3)
+        assert loaded.shape == (15, 16, 16, 3)
+        expected = sample_indices(n_frames, 15) * 6
+        np.testing.assert_allclose(loaded.reshape(15, -1).mean(axis=1), expected, atol=3)
+
+
+# ---------------------------------------------------------------- zeroscope script
+
+
+def test_zeroscope_script_shapes_resume_and_redo(demo_root: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["--data-root", str(demo_root), *DEMO_ARGS, "--batch-size", "4", "--size", "32"]
+    assert extract_targets_zeroscope.main(args) == 0
+    out_dir = layout.targets_dir(demo_root, "demo", "z_zeroscope")
+    files = sorted(out_dir.glob("*.npy"))
+    assert [p.stem for p in files] == ["0001", "0002", "0003", "0004", "0005", "0006"]
+    latent = np.load(files[0])
+    assert latent.shape == (15, 4, 4, 4) and latent.dtype == np.float32 and np.isfinite(latent).all()
+    manifest = read_json(out_dir / "manifest.json")
+    assert manifest["counts"]["written"] == 6 and manifest["failed"] == {} and manifest["shape"] == [15, 4, 4, 4]
+
+    before = mtimes(out_dir)
+    assert extract_targets_zeroscope.main(args) == 0  # second run: nothing new
+    assert mtimes(out_dir) == before
+    assert read_json(out_dir / "manifest.json")["counts"]["skipped"] == 6
+
+    z_path(demo_root, "0002").write_bytes(z_path(demo_root, "0002").read_bytes()[:100])  # truncated
+    z_path(demo_root, "0005").unlink()
+    assert extract_targets_zeroscope.main(args) == 0
+    after = mtimes(out_dir)
+    assert {k for k in after if after[k] != before.get(k)} == {"0002.npy", "0005.npy"}
+    np.testing.assert_array_equal(np.load(z_path(demo_root, "0002")).shape, (15, 4, 4, 4))
+    assert "6 stimuli of demo (4 already complete)" in capsys.readouterr().out
+
+
+def test_zeroscope_resume_after_interruption(demo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["--data-root", str(demo_root), *DEMO_ARGS, "--batch-size", "2", "--size", "32", "--subset", "train"]
+    real = targets.vae_latents
+    calls = {"n": 0}
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(targets, "vae_latents", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract_targets_zeroscope.main(args)
+    out_dir = layout.targets_dir(demo_root, "demo", "z_zeroscope")
+    assert sorted(p.name for p in out_dir.iterdir()) == ["0001.npy", "0002.npy"]  # no temp files, no more
+    monkeypatch.setattr(targets, "vae_latents", real)
+    first = np.load(z_path(demo_root, "0001"))
+    assert extract_targets_zeroscope.main(args) == 0
+    manifest = read_json(out_dir / "manifest.json")
+    assert manifest["counts"]["written"] == 2 and manifest["counts"]["skipped"] == 2
+    full = demo_root.parent / "fresh"
+    shutil.copytree(demo_root / "stimuli_demo", full / "stimuli_demo")
+    shutil.copytree(demo_root / "metadata_demo", full / "metadata_demo")
+    assert extract_targets_zeroscope.main([*args[:1], str(full), *args[2:], "--stimuli", "0001"]) == 0
+    np.testing.assert_allclose(np.load(z_path(full, "0001")), first, rtol=1e-5, atol=1e-6)  # same with another batching
+
+
+def test_zeroscope_corrupt_video_is_named_recorded_and_others_written(demo_root: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = demo_root / "stimuli_demo" / "mp4" / "0003.mp4"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 3])  # truncated mp4
+    (demo_root / "stimuli_demo" / "mp4" / "0004.mp4").write_bytes(b"not a video at all")
+    code = extract_targets_zeroscope.main(["--data-root", str(demo_root), *DEMO_ARGS, "--size", "32"])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "FAILED 0003" in out and str(bad) in out and "FAILED 0004" in out
+    manifest = read_json(layout.targets_dir(demo_root, "demo", "z_zeroscope") / "manifest.json")
+    assert set(manifest["failed"]) == {"0003", "0004"} and "0003.mp4" in manifest["failed"]["0003"]
+    written = sorted(p.stem for p in layout.targets_dir(demo_root, "demo", "z_zeroscope").glob("*.npy"))
+    assert written == ["0001", "0002", "0005", "0006"]
+
+
+def test_zeroscope_missing_stimuli_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="download_data.py --dataset demo"):
+        extract_targets_zeroscope.main(["--data-root", str(tmp_path), *DEMO_ARGS])
+
+
+# ---------------------------------------------------------------- blip script
+
+
+def test_blip_script_outputs_captions_and_resume(demo_root: Path) -> None:
+    captions_file = layout.captions_path(demo_root, "demo")
+    captions_file.parent.mkdir(parents=True)
+    captions_file.write_text(json.dumps({"9999": "kept from another run"}))
+    base = ["--data-root", str(demo_root), *DEMO_ARGS, "--caption-beams", "1", "--batch-size", "3"]
+    assert extract_targets_blip.main([*base, "--limit", "2"]) == 0
+    assert set(read_json(captions_file)) == {"9999", "0001", "0002"}
+    assert extract_targets_blip.main(base) == 0
+    captions = read_json(captions_file)
+    assert set(captions) == {"9999", "0001", "0002", "0003", "0004", "0005", "0006"}
+    assert captions["9999"] == "kept from another run"
+    assert all(isinstance(c, str) and not c.startswith("a picture of") for c in captions.values())
+
+    blip, _ = zoo.load_blip("tiny")
+    tokens = zoo.blip_num_tokens(blip, 32)
+    expected = {"blip": (tokens, 32), "clip": (16,), "clip_frames": (15, 16), "clip_text": (16,)}
+    for target, shape in expected.items():
+        folder = layout.targets_dir(demo_root, "demo", target)
+        arrays = {p.stem: np.load(p) for p in folder.glob("*.npy")}
+        assert sorted(arrays) == ["0001", "0002", "0003", "0004", "0005", "0006"], target
+        assert all(a.shape == shape and a.dtype == np.float32 for a in arrays.values()), target
+        assert read_json(folder / "manifest.json")["shape"] == list(shape)
+    frames = np.load(layout.target_path(demo_root, "demo", "clip_frames", "0003"))
+    np.testing.assert_allclose(np.load(layout.target_path(demo_root, "demo", "clip", "0003")), frames.mean(axis=0), rtol=1e-5)
+
+    before = mtimes(layout.targets_dir(demo_root, "demo", "blip"))
+    layout.target_path(demo_root, "demo", "clip_text", "0004").unlink()  # one missing piece redoes that stimulus only
+    assert extract_targets_blip.main(base) == 0
+    assert layout.target_path(demo_root, "demo", "clip_text", "0004").exists()
+    after = mtimes(layout.targets_dir(demo_root, "demo", "blip"))
+    assert {k for k in after if after[k] != before[k]} == {"0004.npy"}
+    counts = read_json(layout.targets_dir(demo_root, "demo", "blip") / "manifest.json")["counts"]
+    assert counts["written"] == 1 and counts["skipped"] == 5
+
+
+def test_blip_corrupt_video(demo_root: Path, capsys: pytest.CaptureFixture) -> None:
+    (demo_root / "stimuli_demo" / "mp4" / "0002.mp4").write_bytes(b"")
+    args = ["--data-root", str(demo_root), *DEMO_ARGS, "--no-captions", "--subset", "train"]
+    assert extract_targets_blip.main(args) == 1
+    assert "FAILED 0002" in capsys.readouterr().out
+    manifest = read_json(layout.targets_dir(demo_root, "demo", "clip") / "manifest.json")
+    assert list(manifest["failed"]) == ["0002"] and "empty" in manifest["failed"]["0002"]
+    assert sorted(p.stem for p in layout.targets_dir(demo_root, "demo", "blip").glob("*.npy")) == ["0001", "0003", "0004"]
+    assert not layout.captions_path(demo_root, "demo").exists()
+
+
+# ---------------------------------------------------------------- real BMD samples
+
+
+@pytest.fixture
+def bmd_root(bmd_sample_videos: list[Path], shared_data: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "bmd"
+    (root / "stimuli_bmd" / "mp4").mkdir(parents=True)
+    for video in bmd_sample_videos:
+        os.symlink(video, root / "stimuli_bmd" / "mp4" / video.name)
+    (root / "metadata_bmd").mkdir()
+    shutil.copy(shared_data / "bmd_samples" / "annotations.json", root / "metadata_bmd" / "annotations.json")
+    return root
+
+
+def test_bmd_samples_sampling_and_shapes(bmd_root: Path, bmd_sample_videos: list[Path]) -> None:
+    rates = {round(video_info(v)["fps"], 2) for v in bmd_sample_videos}
+    assert len(rates) > 1  # the samples mix frame rates
+    for video in bmd_sample_videos[:3]:
+        frames = read_video(video)
+        loaded = targets.frame_loader(15)(video)
+        np.testing.assert_array_equal(loaded, frames[sample_indices(len(frames), 15)])
+    names = [v.stem for v in bmd_sample_videos[:2]]
+    base = ["--data-root", str(bmd_root), "--dataset", "bmd", "--preset", "tiny", "--no-progress"]
+    assert extract_targets_zeroscope.main([*base, "--stimuli", names[0], "--size", "268", "--latent", "mean"]) == 0
+    latent = np.load(layout.target_path(bmd_root, "bmd", "z_zeroscope", names[0]))
+    assert latent.shape == (15, 4, 33, 33)
+    assert extract_targets_blip.main([*base, "--stimuli", *names, "--caption-beams", "1"]) == 0
+    for target, shape in {"blip": (17, 32), "clip": (16,), "clip_frames": (15, 16), "clip_text": (16,)}.items():
+        assert np.load(layout.target_path(bmd_root, "bmd", target, names[1])).shape == shape
+    assert set(read_json(layout.captions_path(bmd_root, "bmd"))) == set(names)
