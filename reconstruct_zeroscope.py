@@ -1,0 +1,341 @@
+"""Stage 4: reconstruct videos with Zeroscope from predicted latents and decoded captions.
+
+Each clip: a caption (the BLIP text decoder on the predicted BLIP embedding, or the
+ground-truth BLIP caption, or none) conditions Zeroscope video-to-video started from the
+predicted latent: the latent is re-noised to ``--strength`` of a ``--steps``-step DPM-Solver
+schedule and denoised with classifier-free guidance (empty negative prompt), then decoded by
+the VAE (see models/video_diffusion.py). Several clips share each UNet forward
+(``--batch-size``); every clip has its own seed derived from ``--seed`` and its name, so a
+clip comes out the same whatever the batching, ``--limit`` or number of processes.
+
+Reads (under --data-root):
+    predictions/<run>/z_zeroscope/<stim>.npy   (15, 4, 33, 33) or flattened 65340    --z-from pred
+    predictions/<run>/blip/<stim>.npy          (226, 768) or flattened 173568        --caption-from pred
+    target_vectors_<ds>/z_zeroscope/<stim>.npy                                        --z-from gt
+    target_vectors_<ds>/captions.json                                                 --caption-from gt
+Writes reconstructions/<out>/ with mp4/<stim>.mp4 (--fps), gif/<stim>.gif, captions.json
+(stimulus -> caption used) and manifest.json. HAD names keep their class subfolder.
+<out> is --output-run, or the predictions run when both inputs are predicted, or
+``<run>_z-<z>_caption-<c>`` for oracle mixes, or ``gt_<ds>`` (``--source targets``: the
+ground-truth latents and captions, i.e. the ceiling set by the VAE and the caption).
+
+Clips whose mp4 and gif both exist are skipped (--overwrite redoes them). Under
+``accelerate launch`` (GPUs) or ``torchrun`` the clips are split across processes by process
+index (``accelerate.PartialState``); captions of each process go to a part file that the main
+process folds into captions.json at the end. Without a launcher it runs as one process.
+(``accelerate launch --cpu`` starts a single process; for several CPU processes use
+``torchrun --nproc-per-node N``, passing the run as ``--predictions``, which torchrun does not
+confuse with its own ``--run-path``.)
+
+Examples:
+    python reconstruct_zeroscope.py --dataset bmd --run ridge_bmd_sub01
+    python reconstruct_zeroscope.py --dataset bmd --run ridge_bmd_sub01 --caption-from gt
+    python reconstruct_zeroscope.py --dataset bmd --source targets --limit 10
+    python reconstruct_zeroscope.py --dataset demo --preset tiny --run demo_ridge --limit 4
+    accelerate launch --num_processes 4 reconstruct_zeroscope.py --dataset bmd --run ridge_bmd_sub01
+    torchrun --nproc-per-node 2 reconstruct_zeroscope.py --dataset demo --preset tiny --predictions demo_ridge
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from utils import layout
+from utils.cli import common_parser, nonnegative_float, positive_int, resolve_dtype, seed_everything
+from utils.datasets import get_spec, list_stimuli
+from utils.io import read_json, write_json, write_manifest
+
+CAPTIONS_PART = ".captions.rank{rank}.json"
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a float in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Common flags plus this stage's own."""
+    parser = common_parser(__doc__)
+    parser.set_defaults(batch_size=4)
+    parser.add_argument("--run", "--predictions", dest="run", default=None, help="predictions run to reconstruct: predictions/<run>/ (default: none; needed unless --source targets)")
+    parser.add_argument("--source", default="predictions", choices=("predictions", "targets"), help="default for --z-from/--caption-from: 'predictions' = pred, 'targets' = gt (default: %(default)s)")
+    parser.add_argument("--z-from", default=None, choices=("pred", "gt"), help="initial latents: predicted or ground-truth (default: from --source)")
+    parser.add_argument("--caption-from", default=None, choices=("pred", "gt", "none"), help="caption: decoded from the predicted BLIP embedding, the ground-truth BLIP caption, or none (default: from --source)")
+    parser.add_argument("--subset", default="test", choices=("train", "test", "all"), help="stimuli to reconstruct when nothing comes from predictions (default: %(default)s)")
+    parser.add_argument("--output-run", default=None, help="output folder name under reconstructions/ (default: derived, see above)")
+    parser.add_argument("--steps", type=positive_int, default=20, help="length of the DPM-Solver schedule (default: %(default)s)")
+    parser.add_argument("--strength", type=unit_float, default=0.8, help="how far the latents are re-noised, 0 = decode only, 1 = from pure noise (default: %(default)s)")
+    parser.add_argument("--guidance-scale", type=nonnegative_float, default=15.0, help="classifier-free guidance weight, <= 1 disables it (default: %(default)s)")
+    parser.add_argument("--negative-prompt", default="", help="text of the unconditional branch (default: empty)")
+    parser.add_argument("--fps", type=float, default=5.0, help="frame rate of the written mp4 and gif (default: %(default)s)")
+    parser.add_argument("--decode-chunk", type=positive_int, default=8, help="frames per VAE decoder call, bounds memory (default: %(default)s)")
+    parser.add_argument("--forward-chunking", action=argparse.BooleanOptionalAction, default=False, help="chunk the UNet feed-forward layers to lower peak memory (default: %(default)s)")
+    parser.add_argument("--caption-beams", type=positive_int, default=3, help="beam width of caption decoding (default: %(default)s)")
+    parser.add_argument("--caption-max-length", type=positive_int, default=20, help="max caption tokens, prompt included (default: %(default)s)")
+    parser.add_argument("--caption-min-length", type=positive_int, default=4, help="min caption tokens, prompt included (default: %(default)s)")
+    parser.add_argument("--repetition-penalty", type=nonnegative_float, default=6.0, help="caption repetition penalty (default: %(default)s)")
+    parser.add_argument("--caption-sample", action=argparse.BooleanOptionalAction, default=False, help="nucleus sampling instead of beam search for captions (default: %(default)s)")
+    parser.add_argument("--top-p", type=unit_float, default=0.9, help="nucleus mass when --caption-sample (default: %(default)s)")
+    parser.add_argument("--zeroscope-path", default=None, help="local Zeroscope directory (default: the Hugging Face id through the cache)")
+    parser.add_argument("--blip-path", default=None, help="local BLIP directory (default: the Hugging Face id through the cache)")
+    return parser
+
+
+def resolve_sources(args: argparse.Namespace) -> tuple[str, str]:
+    """(z_from, caption_from) from the flags; raise when a predictions run is needed but not given."""
+    default = "pred" if args.source == "predictions" else "gt"
+    z_from = args.z_from or default
+    caption_from = args.caption_from or default
+    if "pred" in (z_from, caption_from) and not args.run:
+        raise ValueError(
+            f"--run is needed to read predictions (--z-from {z_from} --caption-from {caption_from}); "
+            "pass --run <name of a predictions/<run>/ folder>, or --source targets for ground truth."
+        )
+    return z_from, caption_from
+
+
+def output_name(args: argparse.Namespace, z_from: str, caption_from: str) -> str:
+    """Folder name under reconstructions/ (never contains results)."""
+    if args.output_run:
+        return args.output_run
+    if z_from == "gt" and caption_from != "pred":
+        return f"gt_{args.dataset}" if caption_from == "gt" else f"gt_{args.dataset}_caption-{caption_from}"
+    if z_from == "pred" and caption_from == "pred":
+        return args.run
+    return f"{args.run}_z-{z_from}_caption-{caption_from}"
+
+
+def list_npy(directory: Path) -> list[str]:
+    """Stimulus names of the ``.npy`` files under ``directory`` (HAD class subfolders kept)."""
+    return sorted(p.relative_to(directory).with_suffix("").as_posix() for p in directory.rglob("*.npy") if not p.name.startswith("."))
+
+
+def missing_predictions_error(data_root: str, run: str, target: str, dataset: str, missing: list[str] | None = None) -> FileNotFoundError:
+    """The error for absent predictions, naming the command that makes them."""
+    folder = layout.predictions_dir(data_root, run, target)
+    runs_root = layout.root(data_root) / "predictions"
+    runs = sorted(p.parent.name for p in runs_root.glob(f"*/{target}")) if runs_root.exists() else []
+    what = f"Missing predictions {folder}" if missing is None else f"Predictions {folder} lack {len(missing)} stimuli (e.g. {missing[:5]})"
+    return FileNotFoundError(
+        f"{what}: run `python regress.py --target {target} --test-on {dataset} --run {run}` first. "
+        f"Runs with {target} predictions: {runs or 'none'}."
+    )
+
+
+def select_stimuli(args: argparse.Namespace, z_from: str, caption_from: str) -> list[str]:
+    """Stimuli to reconstruct, sorted; checks that every needed input exists."""
+    root = args.data_root
+    if "pred" in (z_from, caption_from):
+        target = "z_zeroscope" if z_from == "pred" else "blip"
+        folder = layout.predictions_dir(root, args.run, target)
+        stimuli = list_npy(folder) if folder.is_dir() else []
+        if not stimuli:
+            raise missing_predictions_error(root, args.run, target, args.dataset)
+    else:
+        stimuli = list_stimuli(get_spec(args.dataset), args.subset, root)
+    if z_from == "gt":
+        missing = [s for s in stimuli if not layout.target_path(root, args.dataset, "z_zeroscope", s).exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"Ground-truth latents missing for {len(missing)} stimuli in {layout.targets_dir(root, args.dataset, 'z_zeroscope')} "
+                f"(e.g. {missing[:5]}): run `python extract_targets_zeroscope.py --dataset {args.dataset}` first."
+            )
+    if caption_from == "pred" and z_from == "pred":
+        missing = [s for s in stimuli if not (layout.predictions_dir(root, args.run, "blip") / f"{s}.npy").exists()]
+        if missing:
+            raise missing_predictions_error(root, args.run, "blip", args.dataset, missing)
+    return stimuli[: args.limit] if args.limit else stimuli
+
+
+def expected_latent_shape(args: argparse.Namespace, stimulus: str, channels: int) -> tuple[int, int, int, int]:
+    """(frames, channels, h, w) predictions must have: the ground-truth target's shape when it
+    exists, else 15 frames at the preset's default latent size (33x33 real, 8x8 tiny)."""
+    from models import zoo
+
+    target = layout.target_path(args.data_root, args.dataset, "z_zeroscope", stimulus)
+    if target.exists():
+        shape = tuple(np.load(target, mmap_mode="r").shape)
+        if len(shape) == 4:
+            return shape  # type: ignore[return-value]
+    size = zoo.latent_size(zoo.zeroscope_frame_size(args.preset))
+    return (15, channels, size, size)
+
+
+def load_latent(path: Path, shape: tuple[int, int, int, int], preset: str) -> np.ndarray:
+    """One latent (frames, channels, h, w) float32; a flattened vector is reshaped; wrong sizes raise."""
+    array = np.load(path)
+    if array.ndim == 1 and array.size == int(np.prod(shape)):
+        array = array.reshape(shape)
+    if array.ndim == 5 and array.shape[0] == 1:
+        array = array[0]
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(
+            f"Latent {path} has shape {tuple(array.shape)}; the {preset!r} preset expects {tuple(shape)} "
+            f"(frames, channels, h, w) or flattened {int(np.prod(shape))}. Regenerate the predictions "
+            "from targets made with the same model, or pick the matching --preset."
+        )
+    return array.astype(np.float32, copy=False)
+
+
+def latent_path(args: argparse.Namespace, z_from: str, stimulus: str) -> Path:
+    """Where the initial latent of a stimulus comes from."""
+    if z_from == "pred":
+        return layout.predictions_dir(args.data_root, args.run, "z_zeroscope") / f"{stimulus}.npy"
+    return layout.target_path(args.data_root, args.dataset, "z_zeroscope", stimulus)
+
+
+def outputs(out_dir: Path, stimulus: str) -> tuple[Path, Path]:
+    """(mp4, gif) paths of a clip."""
+    return out_dir / "mp4" / f"{stimulus}.mp4", out_dir / "gif" / f"{stimulus}.gif"
+
+
+def is_done(out_dir: Path, stimulus: str) -> bool:
+    """Both files exist and are non-empty (writes are atomic, so they are complete)."""
+    return all(p.exists() and p.stat().st_size > 0 for p in outputs(out_dir, stimulus))
+
+
+def gt_captions(args: argparse.Namespace, stimuli: list[str]) -> dict[str, str]:
+    """Ground-truth BLIP captions from target_vectors_<ds>/captions.json, prompt stripped."""
+    from models.captioning import strip_prompt
+
+    path = layout.captions_path(args.data_root, args.dataset)
+    captions = read_json(path)
+    if captions is None:
+        raise FileNotFoundError(f"Missing ground-truth captions {path}: run `python extract_targets_blip.py --dataset {args.dataset}` first.")
+    missing = [s for s in stimuli if not isinstance(captions.get(s), str)]
+    if missing:
+        raise ValueError(f"{path} has no caption string for {len(missing)} stimuli (e.g. {missing[:5]}): rerun `python extract_targets_blip.py --dataset {args.dataset}`.")
+    return {s: strip_prompt(captions[s]) for s in stimuli}
+
+
+def predicted_captions(args: argparse.Namespace, stimuli: list[str], device, dtype) -> dict[str, str]:
+    """Decode captions from the predicted BLIP embeddings with the BLIP text decoder."""
+    import torch
+
+    from models import zoo
+    from models.captioning import CaptionSettings, caption_embeddings, check_embedding, embedding_shape
+
+    if not stimuli:
+        return {}
+    model, processor = zoo.load_blip(args.preset, model_path=args.blip_path, device=str(device), dtype=dtype)
+    shape = embedding_shape(model, zoo.blip_image_size(args.preset))
+    settings = CaptionSettings(
+        num_beams=args.caption_beams, max_length=args.caption_max_length, min_length=args.caption_min_length,
+        repetition_penalty=args.repetition_penalty, sample=args.caption_sample, top_p=args.top_p, seed=args.seed,
+    )
+    folder = layout.predictions_dir(args.data_root, args.run, "blip")
+    captions: dict[str, str] = {}
+    for start in range(0, len(stimuli), args.batch_size):
+        names = stimuli[start : start + args.batch_size]
+        embeds = np.stack([check_embedding(np.load(folder / f"{s}.npy"), shape, f"BLIP prediction {folder / s}.npy") for s in names])
+        captions.update(zip(names, caption_embeddings(model, processor, embeds, settings, batch_size=len(names)), strict=True))
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return captions
+
+
+def merge_captions(out_dir: Path) -> dict[str, str]:
+    """Fold the per-process caption parts into captions.json (sorted) and delete the parts."""
+    captions = read_json(out_dir / "captions.json", default={})
+    parts = sorted(out_dir.glob(CAPTIONS_PART.format(rank="*")))
+    for part in parts:
+        captions.update(read_json(part, default={}))
+    captions = dict(sorted(captions.items()))
+    write_json(out_dir / "captions.json", captions)
+    for part in parts:
+        part.unlink()
+    return captions
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.fps <= 0:
+        parser.error(f"--fps must be > 0, got {args.fps}")
+    z_from, caption_from = resolve_sources(args)
+
+    import torch
+    from accelerate import PartialState
+    from tqdm import tqdm
+
+    from models import zoo
+    from models.video_diffusion import DiffusionSettings, VideoDiffusion, clip_seed, to_unet_layout
+    from utils.video import write_gif, write_mp4
+
+    on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+    state = PartialState(cpu=on_cpu)  # several processes under `accelerate launch` / torchrun, else one
+    device = state.device if args.device == "auto" else torch.device(args.device)
+    dtype = resolve_dtype(args.dtype, str(device))
+    seed_everything(args.seed)
+
+    stimuli = select_stimuli(args, z_from, caption_from)
+    out_dir = layout.reconstructions_dir(args.data_root, output_name(args, z_from, caption_from))
+    todo = [s for s in stimuli if args.overwrite or not is_done(out_dir, s)]
+    mine = todo[state.process_index :: state.num_processes]
+    if state.is_main_process:
+        print(f"reconstruct: {len(stimuli)} clips -> {out_dir} ({len(stimuli) - len(todo)} done, {len(todo)} to do, {state.num_processes} process(es), {device}, {dtype})")
+
+    captions: dict[str, str]
+    if caption_from == "pred":
+        captions = predicted_captions(args, mine, device, dtype)
+    elif caption_from == "gt":
+        captions = gt_captions(args, mine)
+    else:
+        captions = dict.fromkeys(mine, "")
+    part_path = out_dir / CAPTIONS_PART.format(rank=state.process_index)
+    written: dict[str, str] = read_json(part_path, default={})
+
+    settings = DiffusionSettings(
+        steps=args.steps, strength=args.strength, guidance_scale=args.guidance_scale,
+        negative_prompt=args.negative_prompt, decode_chunk=args.decode_chunk,
+    )
+    seconds = 0.0
+    if mine:
+        components = zoo.load_zeroscope(args.preset, model_path=args.zeroscope_path, device=str(device), dtype=dtype)
+        model = VideoDiffusion.from_components(components, forward_chunking=args.forward_chunking)
+        shape = expected_latent_shape(args, mine[0], model.latent_channels)
+        start_time = time.perf_counter()
+        bar = tqdm(total=len(mine), unit="clip", desc="reconstruct", disable=not state.is_local_main_process)
+        for start in range(0, len(mine), args.batch_size):
+            names = mine[start : start + args.batch_size]
+            latents = np.stack([load_latent(latent_path(args, z_from, s), shape, args.preset) for s in names])  # (B, F, C, h, w)
+            frames = model(
+                to_unet_layout(latents), [captions[s] for s in names], [clip_seed(args.seed, s) for s in names], settings
+            )  # (B, F, H, W, 3) uint8
+            for name, clip in zip(names, frames, strict=True):
+                mp4, gif = outputs(out_dir, name)
+                write_mp4(mp4, clip, args.fps)
+                write_gif(gif, clip, args.fps)
+                written[name] = captions[name]
+            write_json(part_path, written)  # captions of the clips written so far
+            bar.update(len(names))
+        bar.close()
+        seconds = time.perf_counter() - start_time
+
+    state.wait_for_everyone()
+    if state.is_main_process:
+        merge_captions(out_dir)
+        inputs = {
+            "z_from": z_from, "caption_from": caption_from,
+            "latents": str(latent_path(args, z_from, "<stim>")),
+            "predictions_run": args.run,
+        }
+        counts = {
+            "stimuli": len(stimuli), "complete": sum(is_done(out_dir, s) for s in stimuli),
+            "reconstructed": len(todo), "skipped": len(stimuli) - len(todo), "processes": state.num_processes,
+            "seconds_per_clip_main_process": round(seconds / len(mine), 3) if mine else None,
+        }
+        write_manifest(out_dir, "reconstruct_zeroscope", args, inputs=inputs, counts=counts, device=str(device), dtype=str(dtype))
+        print(f"reconstruct: wrote {len(todo)} clips to {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
