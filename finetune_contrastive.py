@@ -165,11 +165,6 @@ def evaluate(model: BrainCLIP, data: TrialSet, tables: dict, batch_size: int, de
     return {"loss": loss, **retrieval_metrics(pred.numpy(), targets[:, 0], seed)}
 
 
-def embeddings_run_dir(data_root: str, run: str) -> Path:
-    """``embeddings/<run>/`` (the folder above ``layout.embeddings_path``'s per-dataset folders)."""
-    return layout.embeddings_path(data_root, run, "dataset", "subject").parents[1]
-
-
 def single_trials(source) -> TrialSet:
     """Every prepared trial of one source, in trials-table order (one item per row)."""
     n = len(source.prepared.trials)
@@ -340,7 +335,7 @@ def export(args, run: str, ckpt_dir: Path) -> dict:
         for key in ("top1", "chance_top1", "two_way")
         if any(key in m["test"] for m in metrics.values())
     }
-    out_dir = embeddings_run_dir(args.data_root, run)
+    out_dir = layout.embeddings_dir(args.data_root, run)
     write_manifest(
         out_dir, "finetune_contrastive", args, inputs={"checkpoint": str(ckpt_dir)},
         counts={"subjects": len(sources), "written": len(written), "skipped": len(skipped)},
@@ -369,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Test retrieval (mean over subjects): top-1 {mean.get('top1', float('nan')):.3f} (chance {mean.get('chance_top1', float('nan')):.3f}), "
         f"2-way {mean.get('two_way', float('nan')):.3f} (chance 0.5). Embeddings: {len(result['written'])} written, "
-        f"{len(result['skipped'])} already complete, under {embeddings_run_dir(args.data_root, run)}."
+        f"{len(result['skipped'])} already complete, under {layout.embeddings_dir(args.data_root, run)}."
     )
     return 0
 

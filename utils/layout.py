@@ -70,9 +70,14 @@ def checkpoint_dir(data_root: str | Path | None, stage: str, run: str) -> Path:
     return root(data_root) / "checkpoints" / stage / run
 
 
+def embeddings_dir(data_root: str | Path | None, run: str) -> Path:
+    """``embeddings/<run>/``: one contrastive run's exported encoder outputs and manifest."""
+    return root(data_root) / "embeddings" / run
+
+
 def embeddings_path(data_root: str | Path | None, run: str, dataset: str, subject_folder: str) -> Path:
-    """``embeddings/<run>/<ds>/subNN.npy``: encoder outputs per trial."""
-    return root(data_root) / "embeddings" / run / dataset / f"{subject_folder}.npy"
+    """``embeddings/<run>/<ds>/subNN.npy``: encoder outputs per trial (rows = prepared trials)."""
+    return embeddings_dir(data_root, run) / dataset / f"{subject_folder}.npy"
 
 
 def predictions_dir(data_root: str | Path | None, run: str, target: str) -> Path:
