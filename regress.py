@@ -56,7 +56,7 @@ from models.regressors import (
 )
 from utils import layout
 from utils.cli import common_parser, nonnegative_float, positive_int, resolve_device, seed_everything
-from utils.datasets import DATASETS, find_subject_folder
+from utils.datasets import DATASETS, find_subject_folder, subject_folder
 from utils.io import is_complete_npy, read_json, save_npy, write_json, write_manifest, write_text
 from utils.regression_data import (
     INPUTS,
@@ -74,7 +74,6 @@ from utils.regression_data import (
     per_sample_rows,
     score_predictions,
     subject_label,
-    subject_predictions_dir,
     unflatten,
 )
 
@@ -349,7 +348,7 @@ def run_target(
             subjects_metrics[part.label] = score_predictions(pred, truth, seed=args.seed)
             rows += per_sample_rows(target, part.label, stimuli, pred, truth)
             if len(test) > 1:
-                out_dir = subject_predictions_dir(args.data_root, run, target, dataset, part.subject)
+                out_dir = layout.subject_predictions_dir(args.data_root, run, target, dataset, subject_folder(part.subject))
                 for s, row in zip(stimuli, pred, strict=True):
                     save_npy(out_dir / f"{s}.npy", unflatten(row, shape))
                     files.append(str((out_dir / f"{s}.npy").relative_to(root)))

@@ -85,6 +85,11 @@ def predictions_dir(data_root: str | Path | None, run: str, target: str) -> Path
     return root(data_root) / "predictions" / run / target
 
 
+def subject_predictions_dir(data_root: str | Path | None, run: str, target: str, dataset: str, subject_folder: str) -> Path:
+    """``predictions/<run>/<target>/by_subject/<ds>/subNN/``: one of several test subjects."""
+    return predictions_dir(data_root, run, target) / "by_subject" / dataset / subject_folder
+
+
 def reconstructions_dir(data_root: str | Path | None, run: str) -> Path:
     """``reconstructions/<run>/`` with ``mp4/``, ``gif/`` and ``captions.json``."""
     return root(data_root) / "reconstructions" / run

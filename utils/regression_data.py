@@ -213,11 +213,6 @@ def unflatten(row: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- outputs and scores
-def subject_predictions_dir(data_root: str | Path | None, run: str, target: str, dataset: str, subject: int) -> Path:
-    """``predictions/<run>/<target>/by_subject/<ds>/subNN/``: one test subject's predictions."""
-    return layout.predictions_dir(data_root, run, target) / "by_subject" / dataset / subject_folder(subject)
-
-
 def chance_levels(n_ways: Sequence[int] = N_WAYS) -> dict[str, float]:
     """Chance accuracy of each n-way identification: 1/n."""
     return {f"{n}-way": 1.0 / n for n in n_ways}
