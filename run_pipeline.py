@@ -1,0 +1,306 @@
+"""Run every stage in order with one set of flags (default: the offline demo with tiny models).
+
+Stages (each is a script's ``main(argv)``, called in this process):
+    download_data              --dataset demo: synthesise the demo; real datasets: fetch betas + metadata
+    prepare                    download_data.py --prepare: pickles -> one float32 array per subject
+    extract_targets_zeroscope  Zeroscope VAE latents of every stimulus
+    extract_targets_blip       BLIP embeddings + captions, CLIP embeddings
+    train_mbm                  masked brain modeling pretraining           -> checkpoints/mbm/<run>/
+    finetune_contrastive       contrastive alignment to CLIP; embeddings   -> embeddings/<run>_clip/
+    regress                    embeddings (or betas) -> targets            -> predictions/<run>/
+    reconstruct_zeroscope      captions + Zeroscope video-to-video         -> reconstructions/<run>/
+    evaluate                   metrics, figures, report.html               -> evaluation/<run>/
+
+Every stage skips work whose outputs are complete (``--overwrite`` redoes it), so a rerun
+after an interruption continues where it stopped. The common flags (--data-root, --dataset,
+--subjects, --preset, --device, --dtype, --batch-size, --seed, --overwrite, --limit) go to
+every stage, but the ones you do not give are left to each stage's own default. On the demo
+with the tiny preset, a few settings keep the whole run within minutes on a 2-core CPU
+(``DEMO_FAST`` below: short MBM/contrastive training on repeat-averaged inputs, posterior-mean
+latents, 2 denoising steps); ``--stage-args STAGE="..."`` adds or overrides flags of one stage.
+
+The run name (``--run``, default ``<dataset>_<preset>[_<subjects>]``) names the MBM
+checkpoint, the contrastive run (``<run>_clip``), the predictions, the reconstructions and
+the evaluation. At the end it prints a summary per stage, the report's path and the
+headline numbers.
+
+Examples:
+    python run_pipeline.py                                          # the demo, tiny models (minutes)
+    python run_pipeline.py --from-stage regress                     # redo from regression on
+    python run_pipeline.py --stages regress reconstruct_zeroscope evaluate --overwrite
+    python run_pipeline.py --stage-args train_mbm="--epochs 20" --data-root /tmp/demo
+    python run_pipeline.py --dataset bmd --preset default --subjects 1 --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import resource
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils import layout
+from utils.datasets import check_subjects, get_spec, subject_folder
+from utils.io import read_json
+
+STAGES = (
+    "download_data", "prepare", "extract_targets_zeroscope", "extract_targets_blip", "train_mbm",
+    "finetune_contrastive", "regress", "reconstruct_zeroscope", "evaluate",
+)
+# Script (module) behind each stage.
+MODULES = {stage: stage for stage in STAGES} | {"prepare": "download_data"}
+# Common flags handed to every stage when given (``--dataset`` and ``--datasets`` are one flag everywhere).
+PASS_THROUGH = ("subjects", "device", "dtype", "batch_size", "seed", "limit")
+# Settings that keep the tiny-preset demo fast on a 2-core CPU (applied only there).
+DEMO_FAST = {
+    "extract_targets_zeroscope": ["--latent", "mean"],
+    "train_mbm": ["--epochs", "2", "--input", "averaged"],
+    "finetune_contrastive": ["--epochs", "3", "--train-input", "averaged"],
+    "reconstruct_zeroscope": ["--steps", "4", "--strength", "0.5"],
+}
+DEMO_WHY = (
+    "tiny-preset demo settings: 2 MBM and 3 contrastive epochs on repeat-averaged inputs; posterior-mean "
+    "latents (a random tiny VAE's posterior noise would drown the stimulus); 2 denoising steps (--steps 4 --strength 0.5)"
+)
+
+
+@dataclass
+class StageResult:
+    """What one stage did."""
+
+    stage: str
+    status: str  # "ran", "failed", "not run"
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    argv: tuple[str, ...] = ()
+    error: str = ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Runner flags. Pass-through flags default to None = each stage's own default."""
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default="data", help="root of every artifact (default: %(default)s)")
+    parser.add_argument("--dataset", "--datasets", default="demo", choices=("bmd", "cc2017", "demo", "had"), help="dataset (default: %(default)s)")
+    parser.add_argument("--subjects", nargs="+", default=None, metavar="SUB", help="subjects as 1, sub01 or sub-01 (default: every subject)")
+    parser.add_argument(
+        "--preset", default=None, choices=("default", "tiny"),
+        help="model preset (default: tiny for the demo, default = the real models otherwise)",
+    )
+    parser.add_argument("--device", default=None, help="torch device for every stage (default: each stage's, i.e. auto)")
+    parser.add_argument("--dtype", default=None, choices=("auto", "float32", "float16", "bfloat16"), help="compute dtype (default: each stage's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size for every stage (default: each stage's own)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed for every stage (default: each stage's, 0)")
+    parser.add_argument("--overwrite", action="store_true", help="redo every selected stage's outputs")
+    parser.add_argument("--limit", type=int, default=None, help="--limit for every stage, for quick tries (default: none)")
+    parser.add_argument("--run", default=None, help="run name (default: <dataset>_<preset>[_<subjects>])")
+    parser.add_argument("--stages", nargs="+", default=None, choices=STAGES, metavar="STAGE", help=f"run only these stages, in pipeline order; any of {list(STAGES)}")
+    parser.add_argument("--from-stage", default=None, choices=STAGES, help="start at this stage (default: the first)")
+    parser.add_argument(
+        "--regress-input", default="embeddings", choices=("embeddings", "betas"),
+        help="what regress.py reads: the contrastive encoder's embeddings or the prepared betas (default: %(default)s)",
+    )
+    parser.add_argument("--targets", nargs="+", default=["z_zeroscope", "blip"], help="regression targets (default: %(default)s)")
+    parser.add_argument("--regressor", default="ridge", choices=("ridge", "mlp", "swiglu"), help="regression model (default: %(default)s)")
+    parser.add_argument(
+        "--stage-args", nargs="+", default=[], metavar="STAGE=ARGS",
+        help='extra flags for one stage, e.g. train_mbm="--epochs 20" (they come last, so they win)',
+    )
+    parser.add_argument("--demo-fast", action=argparse.BooleanOptionalAction, default=True, help=f"on the tiny demo, use the {DEMO_WHY}")
+    parser.add_argument("--isolate", action="store_true", help="run each stage in its own Python process (separate peak-RAM figures)")
+    parser.add_argument("--keep-going", action="store_true", help="continue with the next stages after a failure")
+    return parser
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the defaults that depend on other flags (preset, run name, stage list)."""
+    spec = get_spec(args.dataset)
+    if args.preset is None:
+        args.preset = "tiny" if args.dataset == "demo" else "default"
+    if args.run is None:
+        subjects = "" if not args.subjects else "_" + "-".join(subject_folder(s) for s in check_subjects(spec, args.subjects))
+        args.run = f"{args.dataset}_{args.preset}{subjects}"
+    extras: dict[str, list[str]] = {}
+    for item in args.stage_args:
+        stage, sep, text = item.partition("=")
+        if not sep or stage not in STAGES:
+            raise ValueError(f"--stage-args {item!r}: expected STAGE=ARGS with STAGE one of {list(STAGES)}.")
+        extras[stage] = extras.get(stage, []) + shlex.split(text)
+    args.extras = extras
+    selected = list(args.stages or STAGES)
+    if args.from_stage:
+        selected = [s for s in selected if STAGES.index(s) >= STAGES.index(args.from_stage)]
+    args.selected = [s for s in STAGES if s in selected]
+    return args
+
+
+def common_argv(args: argparse.Namespace) -> list[str]:
+    """Flags every stage takes: the data root, dataset, preset, and the pass-through flags given."""
+    argv = ["--data-root", str(args.data_root), "--dataset", args.dataset, "--preset", args.preset]
+    for name in PASS_THROUGH:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        argv += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
+    if args.overwrite:
+        argv.append("--overwrite")
+    return argv
+
+
+def stage_argv(stage: str, args: argparse.Namespace) -> list[str]:
+    """The full argv of one stage."""
+    own = {
+        "download_data": [],
+        "prepare": ["--prepare"],
+        "extract_targets_zeroscope": ["--no-progress"],
+        "extract_targets_blip": ["--no-progress"],
+        "train_mbm": ["--run", args.run],
+        "finetune_contrastive": ["--run", contrastive_run(args), "--mbm", args.run],
+        "regress": ["--run", args.run, "--targets", *args.targets, "--regressor", args.regressor, "--input", args.regress_input]
+        + (["--embeddings-run", contrastive_run(args)] if args.regress_input == "embeddings" else []),
+        "reconstruct_zeroscope": ["--run", args.run],
+        "evaluate": ["--reconstructions", args.run],
+    }[stage]
+    if stage == "train_mbm" and not args.overwrite and mbm_interrupted(layout.checkpoint_dir(args.data_root, "mbm", args.run)):
+        own.append("--resume")
+    fast = DEMO_FAST.get(stage, []) if args.demo_fast and args.dataset == "demo" and args.preset == "tiny" else []
+    return common_argv(args) + own + fast + args.extras.get(stage, [])
+
+
+def contrastive_run(args: argparse.Namespace) -> str:
+    """Name of the contrastive run (and of its embeddings) of a pipeline run."""
+    return f"{args.run}_clip"
+
+
+def mbm_interrupted(run_dir: Path) -> bool:
+    """True when an MBM run folder holds an unfinished training state (the runner then resumes it)."""
+    state = run_dir / "train_state.pt"
+    if not state.exists():
+        return False
+    import torch
+
+    return not torch.load(state, map_location="cpu", weights_only=True).get("complete", False)
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident memory in MiB (Linux reports KiB)."""
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def run_in_process(module: str, argv: list[str]) -> int:
+    """Import a stage script and call its ``main(argv)``."""
+    main: Callable[[list[str]], int] = importlib.import_module(module).main
+    return int(main(argv) or 0)
+
+
+def run_isolated(module: str, argv: list[str]) -> tuple[int, float]:
+    """Run ``main(argv)`` of a stage in a child Python process -> (exit code, the child's peak RSS in MiB).
+
+    The child reports its own ``VmHWM`` (peak RSS of its address space, which starts fresh at
+    exec) so that the runner's memory does not count; ``ru_maxrss`` would include it.
+    """
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "peak_kib"
+        code = (
+            f"import sys, re, pathlib; import {module} as stage\n"
+            "try:\n    code = stage.main(sys.argv[1:])\n"
+            "finally:\n"
+            "    status = pathlib.Path('/proc/self/status')\n"
+            "    found = re.search(r'VmHWM:\\s+(\\d+)', status.read_text()) if status.exists() else None\n"
+            f"    pathlib.Path({str(report)!r}).write_text(found.group(1) if found else '0')\n"
+            "sys.exit(code)\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code, *argv], cwd=Path(__file__).resolve().parent, env=dict(os.environ))
+        peak = int(report.read_text()) / 1024 if report.exists() else 0.0
+    return proc.returncode, peak
+
+
+def run_stage(stage: str, args: argparse.Namespace) -> StageResult:
+    """Run one stage; never raises (the error goes in the result)."""
+    argv = stage_argv(stage, args)
+    print(f"\n[pipeline] === {stage}: python {MODULES[stage]}.py {shlex.join(argv)}", flush=True)
+    start = time.perf_counter()
+    try:
+        if args.isolate:
+            code, peak = run_isolated(MODULES[stage], argv)
+        else:
+            code, peak = run_in_process(MODULES[stage], argv), peak_rss_mb()
+    except Exception as error:  # report every stage failure in the summary, then stop (or go on)
+        traceback.print_exc()
+        return StageResult(stage, "failed", time.perf_counter() - start, peak_rss_mb(), tuple(argv), f"{type(error).__name__}: {error}")
+    status = "ran" if code == 0 else "failed"
+    return StageResult(stage, status, time.perf_counter() - start, peak, tuple(argv), "" if code == 0 else f"exit status {code}")
+
+
+def summary_lines(results: list[StageResult], isolate: bool) -> list[str]:
+    """Table of stages: status, seconds, peak RSS."""
+    rss = "peak RSS (stage)" if isolate else "peak RSS (so far)"
+    lines = [f"{'stage':<27} {'status':<8} {'seconds':>8} {rss:>18}"]
+    for r in results:
+        lines.append(f"{r.stage:<27} {r.status:<8} {r.seconds:>8.1f} {r.peak_rss_mb:>14.0f} MiB" + (f"  {r.error}" if r.error else ""))
+    lines.append(f"{'total':<27} {'':<8} {sum(r.seconds for r in results):>8.1f}")
+    return lines
+
+
+def headline(args: argparse.Namespace) -> list[str]:
+    """Report path and main numbers from evaluation/<run>/metrics.json and predictions/<run>/metrics.json."""
+    lines = []
+    metrics = read_json(layout.evaluation_dir(args.data_root, args.run) / "metrics.json")
+    if metrics:
+        lines.append(f"report: {layout.evaluation_dir(args.data_root, args.run) / 'report.html'}")
+        if metrics.get("synthetic"):
+            lines.append("(SYNTHETIC demo data: numbers show the pipeline carries information, not real decoding)")
+        for name in ("clip_2way_identification", "video_2way", "image_2way", "ssim", "psnr", "caption_2way_retrieval"):
+            entry = metrics["metrics"].get(name)
+            if entry:
+                reference = f"chance {entry['chance']:.2f}" if entry.get("chance") is not None else (
+                    f"{entry.get('baseline_label', 'baseline')} {entry['baseline']:.3f}" if entry.get("baseline") is not None else ""
+                )
+                lines.append(f"  {name:<26} {entry['mean']:.3f} +- {entry['sem']:.3f}  ({reference})")
+    for target, two_way in regression_identification(args.data_root, args.run).items():
+        lines.append(f"  regression {target:<15} 2-way identification {two_way:.3f} (chance 0.50)")
+    return lines
+
+
+def regression_identification(data_root: str | Path, run: str) -> dict[str, float]:
+    """Mean over test subjects of the 2-way identification of each target, from predictions/<run>/metrics.json."""
+    metrics = read_json(layout.predictions_dir(data_root, run, "metrics.json")) or {}
+    out = {}
+    for target, entry in (metrics.get("targets") or {}).items():
+        values = [s.get("identification", {}).get("2-way") for s in (entry.get("subjects") or {}).values()]
+        values = [v for v in values if v is not None]
+        if values:
+            out[target] = sum(values) / len(values)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected stages in order; 0 when all succeeded."""
+    args = resolve(build_parser().parse_args(argv))
+    print(f"[pipeline] run {args.run!r}: dataset {args.dataset}, preset {args.preset}, data root {args.data_root}")
+    if args.demo_fast and args.dataset == "demo" and args.preset == "tiny":
+        print(f"[pipeline] {DEMO_WHY} (--no-demo-fast turns them off)")
+    results = []
+    for stage in args.selected:
+        result = run_stage(stage, args)
+        results.append(result)
+        if result.status == "failed" and not args.keep_going:
+            break
+    results += [StageResult(s, "not run") for s in args.selected[len(results):]]
+    print("\n[pipeline] summary")
+    for line in summary_lines(results, args.isolate) + headline(args):
+        print(line)
+    return 0 if all(r.status == "ran" for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

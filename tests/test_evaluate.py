@@ -1,0 +1,132 @@
+"""evaluate.py on a tiny synthetic demo with fake reconstructions (tiny models, CPU, offline)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evaluate
+from utils import layout
+from utils.datasets import DEMO, load_annotations, stimulus_path
+from utils.io import write_json
+from utils.synthetic import make_demo
+from utils.video import sample_frames, write_mp4
+
+RUN = "demo_sub01"
+
+
+def make_reconstructions(root: Path, run: str = RUN, noise: int = 25, n_frames: int = 6, size: int = 24) -> list[str]:
+    """Noisy, smaller, shorter copies of the demo's test videos as a reconstruction run, with captions."""
+    notes = load_annotations(root, "demo")
+    test = sorted(k for k, v in notes.items() if v["set"] == "test")
+    rng = np.random.default_rng(0)
+    captions = {}
+    for i, stim in enumerate(test):
+        frames = sample_frames(stimulus_path(root, DEMO, stim), n_frames, size).astype(int)
+        frames = np.clip(frames + rng.integers(-noise, noise + 1, frames.shape), 0, 255).astype(np.uint8)
+        write_mp4(layout.reconstructions_dir(root, run) / "mp4" / f"{stim}.mp4", frames, 5)
+        captions[stim] = notes[stim]["text_descriptions"][0] if i % 2 == 0 else "a dark room"
+    write_json(layout.reconstructions_dir(root, run) / "captions.json", captions)
+    return test
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("eval") / "data"
+    make_demo(root, n_subjects=1, n_train=2, n_test=5, size=32, n_frames=8)
+    make_reconstructions(root)
+    write_json(layout.predictions_dir(root, RUN, "metrics.json"), {"targets": {"z": {"subjects": {"demo/sub01": {"pearson_r": 0.5}}}}})
+    return root
+
+
+FAST = ["--preset", "tiny", "--n-ways", "2", "5", "--n-trials", "20", "--report-size", "32"]
+
+
+@pytest.fixture(scope="module")
+def evaluated(demo_root: Path) -> Path:
+    assert evaluate.main(["--data-root", str(demo_root), "--reconstructions", RUN, *FAST]) == 0
+    return layout.evaluation_dir(demo_root, RUN)
+
+
+def test_outputs_and_metrics(evaluated: Path):
+    for name in ("metrics.json", "metrics.md", "per_sample.csv", "report.html", "manifest.json", "figures/distributions.png", "figures/per_subject.png", "figures/examples.png"):
+        assert (evaluated / name).is_file(), name
+    result = json.loads((evaluated / "metrics.json").read_text())
+    assert result["n_clips"] == 5 and result["synthetic"] is True and result["subject"] == "sub01"
+    m = result["metrics"]
+    expected = {"ssim", "psnr", "image_2way", "image_5way", "video_2way", "video_5way", "clip_similarity", "clip_2way_identification", "st_score",
+                "caption_bleu4", "caption_clip_similarity", "caption_2way_retrieval"}
+    assert expected <= set(m)
+    assert m["ssim"]["mean"] > m["ssim"]["baseline"] + 0.2  # noisy copy vs another clip's truth
+    assert m["psnr"]["mean"] > m["psnr"]["baseline"]
+    assert m["image_5way"]["chance"] == pytest.approx(0.2)
+    assert 0 <= m["video_2way"]["mean"] <= 1 and m["video_2way"]["n"] == 5
+    # Captions: clips 0, 2, 4 decode their own first human caption exactly.
+    assert m["caption_bleu4"]["n"] == 5
+    assert result["settings"]["n_frames"] == 6 and result["settings"]["eval_size"] == 24
+    assert result["regression"]["targets"]["z"]["subjects"]["demo/sub01"]["pearson_r"] == 0.5
+
+    with open(evaluated / "per_sample.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["stimulus"] for r in rows] == ["0003", "0004", "0005", "0006", "0007"]
+    assert float(rows[0]["caption_bleu4"]) == pytest.approx(1.0)
+    assert rows[1]["decoded_caption"] == "a dark room"
+    assert "SYNTHETIC" in (evaluated / "metrics.md").read_text()
+    html = (evaluated / "report.html").read_text()
+    assert "synthetic-note" in html and html.count("<video") == 10 and 'id="metrics-table"' in html
+
+
+def test_rerun_skips_and_overwrite_reproduces(demo_root: Path, evaluated: Path, capsys):
+    before = (evaluated / "metrics.json").read_bytes()
+    assert evaluate.main(["--data-root", str(demo_root), "--reconstructions", RUN, *FAST]) == 0
+    assert "inputs unchanged" in capsys.readouterr().out
+    assert evaluate.main(["--data-root", str(demo_root), "--reconstructions", RUN, *FAST, "--overwrite"]) == 0
+    assert (evaluated / "metrics.json").read_bytes() == before  # same inputs -> identical numbers
+
+
+def test_pixel_only_and_changed_inputs(demo_root: Path, tmp_path: Path):
+    run = "pixels"
+    make_reconstructions(demo_root, run, noise=0, n_frames=8, size=32)
+    argv = ["--data-root", str(demo_root), "--reconstructions", run, "--no-semantic", "--limit", "3", "--report-size", "32"]
+    assert evaluate.main(argv) == 0
+    result = json.loads((layout.evaluation_dir(demo_root, run) / "metrics.json").read_text())
+    assert set(result["metrics"]) == {"ssim", "psnr"} and result["n_clips"] == 3
+    assert result["metrics"]["ssim"]["mean"] > 0.9  # same frames, re-encoded
+    # A changed reconstruction changes the fingerprint, so the run is evaluated again.
+    frames = np.zeros((8, 32, 32, 3), np.uint8)
+    write_mp4(layout.reconstructions_dir(demo_root, run) / "mp4" / "0003.mp4", frames, 5)
+    assert evaluate.main(argv) == 0
+    again = json.loads((layout.evaluation_dir(demo_root, run) / "metrics.json").read_text())
+    assert again["metrics"]["ssim"]["mean"] < result["metrics"]["ssim"]["mean"]
+
+
+def test_by_subject_copies_are_not_clips(demo_root: Path):
+    run_dir = layout.reconstructions_dir(demo_root, RUN)
+    extra = run_dir / "mp4" / "by_subject" / "demo" / "sub01" / "0003.mp4"
+    extra.parent.mkdir(parents=True, exist_ok=True)
+    extra.write_bytes((run_dir / "mp4" / "0003.mp4").read_bytes())
+    try:
+        assert [s for s, _ in evaluate.find_clips(demo_root, RUN)] == ["0003", "0004", "0005", "0006", "0007"]
+    finally:
+        extra.unlink()
+
+
+def test_bad_inputs(demo_root: Path, tmp_path: Path, capsys):
+    with pytest.raises(FileNotFoundError, match="reconstruct_zeroscope.py"):
+        evaluate.main(["--data-root", str(demo_root), "--reconstructions", "nope", "--no-semantic"])
+    with pytest.raises(FileNotFoundError, match="No reconstruction runs"):
+        evaluate.main(["--data-root", str(tmp_path), "--no-semantic"])
+    with pytest.raises(SystemExit):
+        evaluate.main(["--data-root", str(demo_root), "--reconstructions", RUN, "--eval-size", "8"])
+    assert "smaller than the 11 px SSIM window" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main(["--data-root", str(demo_root), "--n-ways", "1"])
+    assert "--n-ways must all be >= 2" in capsys.readouterr().err
+    # A reconstruction whose ground truth is missing names the file and the command.
+    orphan = layout.reconstructions_dir(demo_root, "orphan") / "mp4" / "9999.mp4"
+    write_mp4(orphan, np.zeros((4, 16, 16, 3), np.uint8), 5)
+    with pytest.raises(FileNotFoundError, match=r"9999\.mp4 is missing: run `python download_data.py"):
+        evaluate.main(["--data-root", str(demo_root), "--reconstructions", "orphan", "--no-semantic", "--eval-size", "16"])

@@ -1,0 +1,331 @@
+"""Presentation of evaluation results: markdown table, CSV, figures and the HTML report.
+
+Everything here turns numbers that ``evaluate.py`` computed into files; nothing here
+computes a metric. The HTML report is one file: figures are embedded as PNG data URIs and,
+by default, every clip as a small mp4 data URI, so ``report.html`` can be mailed or moved
+alone (``embed=False`` links the media files relatively instead). The page marks every
+``<video>`` and ``<img>`` with ``data-loaded="1"`` (or ``data-error``) once the browser has
+loaded it, and sets ``data-media-checked`` on ``<body>`` when all have settled, so a headless
+browser test can check that it renders.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from utils.io import atomic_path
+
+MIME = {".mp4": "video/mp4", ".gif": "image/gif", ".png": "image/png", ".webm": "video/webm"}
+
+
+def format_value(value: float | None, digits: int = 3) -> str:
+    """Number for tables: ``-`` for None/NaN, ``inf`` kept, else ``digits`` decimals."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}"
+
+
+def summary_rows(metrics: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """Rows (metric, mean, SEM, chance or baseline, n, description) of the metrics summary."""
+    rows = []
+    for name, entry in metrics.items():
+        reference = entry.get("chance")
+        reference_text = f"chance {format_value(reference)}" if reference is not None else ""
+        if entry.get("baseline") is not None:
+            reference_text = f"{entry.get('baseline_label', 'baseline')} {format_value(entry['baseline'])}"
+        rows.append([name, format_value(entry["mean"]), format_value(entry["sem"]), reference_text or "-", str(entry["n"]), entry.get("description", "")])
+    return rows
+
+
+SUMMARY_HEADER = ["metric", "mean", "SEM", "chance / baseline", "n", "what"]
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table (pipes in cells escaped)."""
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def metrics_markdown(result: dict[str, Any]) -> str:
+    """``metrics.md``: title, the synthetic-data note, the summary table and regression numbers."""
+    parts = [f"# Evaluation of `{result['run']}` ({result['dataset']}, {result['n_clips']} clips)\n"]
+    if result.get("synthetic"):
+        parts.append(f"> {SYNTHETIC_NOTE}\n")
+    if result.get("preset") == "tiny":
+        parts.append(f"> {TINY_NOTE}\n")
+    parts.append(markdown_table(SUMMARY_HEADER, summary_rows(result["metrics"])))
+    if result.get("skipped"):
+        parts.append("\nNot computed: " + "; ".join(f"`{k}` ({v})" for k, v in result["skipped"].items()) + "\n")
+    if result.get("regression"):
+        parts.append("\n## Regression (from predictions/<run>/metrics.json)\n\n")
+        parts.append(markdown_table(*regression_rows(result["regression"])))
+    return "\n".join(parts)
+
+
+def flatten_numbers(tree: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested dict as ``{"a.b.c": value}`` (lists and strings skipped)."""
+    out: dict[str, float] = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            out.update(flatten_numbers(value, f"{prefix}{key}."))
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        out[prefix[:-1]] = float(tree)
+    return out
+
+
+REGRESSION_HEADER = ["target", "subject", "pearson_r", "feature_r", "r2", "2-way", "5-way", "10-way"]
+
+
+def regression_rows(regression: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the regression table: per target and test subject (regress.py's metrics.json),
+    or every numeric leaf for another layout."""
+    targets = regression.get("targets") if isinstance(regression, dict) else None
+    rows = []
+    for target, entry in (targets or {}).items():
+        for subject, values in (entry.get("subjects") or {}).items() if isinstance(entry, dict) else []:
+            ident = values.get("identification") or {}
+            rows.append([target, subject, *(format_value(values.get(k)) for k in ("pearson_r", "feature_r", "r2")),
+                         *(format_value(ident.get(k)) for k in ("2-way", "5-way", "10-way"))])
+    if rows:
+        return REGRESSION_HEADER, rows
+    return ["quantity", "value"], [[k, format_value(v, 4)] for k, v in flatten_numbers(regression).items()]
+
+
+def write_per_sample_csv(path: str | Path, stimuli: Sequence[str], columns: dict[str, np.ndarray], extra: dict[str, Sequence[str]] | None = None) -> None:
+    """``per_sample.csv``: one row per clip, ``stimulus``, the ``extra`` text columns, then metric columns."""
+    extra = extra or {}
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["stimulus", *extra, *columns])
+        for i, stim in enumerate(stimuli):
+            writer.writerow([stim, *(extra[k][i] for k in extra), *(repr(float(columns[k][i])) for k in columns)])
+
+
+# ---------------------------------------------------------------------------------- figures
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    _pyplot().close(fig)
+    return path
+
+
+def plot_distributions(columns: dict[str, np.ndarray], chance: dict[str, float | None], path: str | Path) -> Path:
+    """Histogram of every per-clip metric (chance as a dashed line) -> PNG."""
+    plt = _pyplot()
+    names = list(columns)
+    n_cols = min(4, max(1, len(names)))
+    n_rows = math.ceil(len(names) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.4 * n_rows), squeeze=False)
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        values = np.asarray(columns[name], dtype=float)
+        ax.hist(values[np.isfinite(values)], bins=min(20, max(5, len(values) // 2)), color="#4c72b0")
+        if chance.get(name) is not None:
+            ax.axvline(chance[name], color="k", linestyle="--", linewidth=1, label="chance")
+            ax.legend(fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_group_bars(groups: dict[str, dict[str, tuple[float, float]]], chance: dict[str, float | None], path: str | Path) -> Path:
+    """Bars of mean +- SEM per group (subject or run) for each metric -> PNG.
+
+    groups: ``{group: {metric: (mean, sem)}}``.
+    """
+    plt = _pyplot()
+    names = sorted({m for values in groups.values() for m in values})
+    labels = list(groups)
+    n_cols = min(4, max(1, len(names)))
+    n_rows = math.ceil(len(names) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.4 * n_rows), squeeze=False)
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        means = [groups[g].get(name, (np.nan, 0.0))[0] for g in labels]
+        sems = [groups[g].get(name, (np.nan, 0.0))[1] for g in labels]
+        ax.bar(range(len(labels)), means, yerr=sems, color="#55a868", capsize=3)
+        reference = chance.get(name, 0.5 if name.endswith("2-way") else None)
+        if reference is not None:
+            ax.axhline(reference, color="k", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=30)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def plot_examples(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | Path, n_frames: int = 5) -> Path:
+    """Frame strips: for each (name, ground truth (T,H,W,3), reconstruction (T,H,W,3)) two rows -> PNG."""
+    plt = _pyplot()
+    from utils.video import sample_indices
+
+    fig, axes = plt.subplots(2 * len(pairs), n_frames, figsize=(1.4 * n_frames, 1.5 * 2 * len(pairs)), squeeze=False)
+    for row, (name, true, pred) in enumerate(pairs):
+        for label, clip, ax_row in (("truth", true, axes[2 * row]), ("recon", pred, axes[2 * row + 1])):
+            for ax, index in zip(ax_row, sample_indices(len(clip), n_frames), strict=True):
+                ax.imshow(clip[index])
+                ax.set_xticks([])
+                ax.set_yticks([])
+            ax_row[0].set_ylabel(f"{name}\n{label}", fontsize=7)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+# ---------------------------------------------------------------------------------- html
+
+SYNTHETIC_NOTE = (
+    "SYNTHETIC DEMO DATA: the videos are procedurally generated and the fMRI is simulated from a known "
+    "encoding model. These numbers show that the pipeline carries information end to end; they are not "
+    "results on real brains."
+)
+TINY_NOTE = (
+    "Models: the 'tiny' preset (small random-weight networks built offline). Semantic metrics "
+    "(classifiers, CLIP, captions) then only test the machinery; use --preset default for real numbers."
+)
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
+th{background:#f0f0f0}.note{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em;margin:.8em 0}
+.clip{display:inline-block;vertical-align:top;margin:6px;padding:6px;border:1px solid #ddd;width:330px;font-size:12px}
+.clip video,.clip img.media{width:150px;height:150px;object-fit:contain;background:#000}
+.pair{display:flex;gap:6px}.pair figure{margin:0;text-align:center}.caption{margin:3px 0}
+img.figure{max-width:100%;border:1px solid #eee;margin:.5em 0}
+"""
+
+_SCRIPT = """
+(function(){
+  var media = Array.prototype.slice.call(document.querySelectorAll('video, img'));
+  var pending = media.length;
+  function done(el, ok){
+    if (el.dataset.loaded || el.dataset.error) return;
+    if (ok) el.dataset.loaded = '1'; else el.dataset.error = '1';
+    pending -= 1;
+    if (pending === 0) document.body.dataset.mediaChecked = '1';
+  }
+  if (pending === 0) document.body.dataset.mediaChecked = '1';
+  media.forEach(function(el){
+    if (el.tagName === 'VIDEO') {
+      if (el.readyState >= 2) done(el, true);
+      el.addEventListener('loadeddata', function(){ done(el, true); });
+      el.addEventListener('error', function(){ done(el, false); });
+    } else {
+      if (el.complete) done(el, el.naturalWidth > 0);
+      el.addEventListener('load', function(){ done(el, el.naturalWidth > 0); });
+      el.addEventListener('error', function(){ done(el, false); });
+    }
+  });
+})();
+"""
+
+
+def media_src(path: str | Path, report_dir: str | Path, embed: bool) -> str:
+    """``src`` for a media file: a base64 data URI (embed) or a path relative to the report."""
+    path = Path(path)
+    if embed:
+        mime = MIME.get(path.suffix.lower(), "application/octet-stream")
+        return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return Path(_relative(path, Path(report_dir))).as_posix()
+
+
+def _relative(path: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(path.resolve(), start.resolve())
+
+
+def png_data_uri(path: str | Path) -> str:
+    """PNG file -> data URI."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _table_html(header: Sequence[str], rows: Sequence[Sequence[str]], table_id: str) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _video_tag(src: str, label: str) -> str:
+    return (
+        f'<figure><video src="{html.escape(src, quote=True)}" autoplay loop muted playsinline preload="auto" '
+        f'title="{html.escape(label, quote=True)}"></video><figcaption>{html.escape(label)}</figcaption></figure>'
+    )
+
+
+def clip_card(stimulus: str, true_src: str, pred_src: str, human: Sequence[str], decoded: str | None, scores: dict[str, float]) -> str:
+    """One gallery cell: ground truth beside reconstruction, captions, per-clip scores."""
+    human_html = ""
+    if human:
+        rest = html.escape(" | ".join(human[1:]), quote=True)
+        human_html = f'<div class="caption" title="{rest}"><b>human:</b> {html.escape(human[0])}</div>'
+    decoded_html = f'<div class="caption"><b>decoded:</b> {html.escape(decoded)}</div>' if decoded is not None else ""
+    score_text = ", ".join(f"{k} {format_value(v, 2)}" for k, v in scores.items())
+    return (
+        f'<div class="clip" data-stimulus="{html.escape(stimulus, quote=True)}"><div><b>{html.escape(stimulus)}</b></div>'
+        f'<div class="pair">{_video_tag(true_src, "ground truth")}{_video_tag(pred_src, "reconstruction")}</div>'
+        f"{human_html}{decoded_html}<div class=\"scores\">{html.escape(score_text)}</div></div>"
+    )
+
+
+def render_report(result: dict[str, Any], cards: Sequence[str], figures: dict[str, str]) -> str:
+    """The whole ``report.html`` text.
+
+    result: what goes to metrics.json; cards: from ``clip_card``; figures: ``{title: src}``.
+    """
+    title = f"brain2video evaluation: {result['run']} ({result['dataset']})"
+    notes = []
+    if result.get("synthetic"):
+        notes.append(f'<div class="note" id="synthetic-note">{html.escape(SYNTHETIC_NOTE)}</div>')
+    if result.get("preset") == "tiny":
+        notes.append(f'<div class="note">{html.escape(TINY_NOTE)}</div>')
+    skipped = ""
+    if result.get("skipped"):
+        skipped = "<p>Not computed: " + "; ".join(f"<code>{html.escape(k)}</code> ({html.escape(v)})" for k, v in result["skipped"].items()) + "</p>"
+    regression_html = ""
+    if result.get("regression"):
+        header, rows = regression_rows(result["regression"])
+        regression_html = "<h2>Regression (test predictions vs targets)</h2>" + _table_html(header, rows, "regression-table")
+    settings = ", ".join(f"{k}={v}" for k, v in result.get("settings", {}).items())
+    figure_html = "".join(
+        f'<h3>{html.escape(name)}</h3><img class="figure" alt="{html.escape(name, quote=True)}" src="{html.escape(src, quote=True)}">'
+        for name, src in figures.items()
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{''.join(notes)}"
+        f"<p>{result['n_clips']} clips; preset <code>{html.escape(str(result.get('preset')))}</code>; {html.escape(settings)}</p>"
+        "<h2>Metrics</h2>" + _table_html(SUMMARY_HEADER, summary_rows(result["metrics"]), "metrics-table") + skipped
+        + regression_html + "<h2>Figures</h2>" + figure_html
+        + f'<h2>Gallery</h2><div id="gallery">{"".join(cards)}</div>'
+        + f"<script>{_SCRIPT}</script></body></html>\n"
+    )
+
+
