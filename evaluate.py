@@ -50,7 +50,6 @@ from utils.io import read_json, sha256_file, write_json, write_manifest, write_t
 from utils.video import read_video, resize_frames, video_info, write_mp4
 
 STAGE = "evaluate"
-BY_SUBJECT = "by_subject"
 HEADLINE = ("ssim", "psnr", "clip_2way_identification", "video_2way", "image_2way", "caption_2way_retrieval")
 
 
@@ -109,10 +108,7 @@ def find_runs(data_root: str | Path) -> list[str]:
 
 
 def find_clips(data_root: str | Path, run: str) -> list[tuple[str, Path]]:
-    """(stimulus, mp4 path) of a run, sorted by stimulus; HAD class subfolders kept in the name.
-
-    Per-subject copies under ``mp4/by_subject/`` are not clips of the run and are left out.
-    """
+    """(stimulus, mp4 path) of a run, sorted by stimulus; HAD class subfolders kept in the name."""
     mp4_dir = layout.reconstructions_dir(data_root, run) / "mp4"
     if not mp4_dir.is_dir():
         raise FileNotFoundError(
@@ -122,7 +118,7 @@ def find_clips(data_root: str | Path, run: str) -> list[tuple[str, Path]]:
     clips = sorted(
         (p.relative_to(mp4_dir).with_suffix("").as_posix(), p)
         for p in mp4_dir.rglob("*.mp4")
-        if not p.name.startswith(".") and p.relative_to(mp4_dir).parts[0] != BY_SUBJECT
+        if not p.name.startswith(".")
     )
     if not clips:
         raise FileNotFoundError(f"{mp4_dir} holds no .mp4 files: run reconstruct_zeroscope.py for run {run!r} first.")

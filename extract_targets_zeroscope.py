@@ -3,10 +3,11 @@
 For each video: 15 frames picked by ``linspace`` over all decoded frames, resized to
 ``--size`` x ``--size`` (268 for the real preset -> latents (15, 4, 33, 33); 64 for the tiny
 preset -> (15, 4, 8, 8)), scaled to [-1, 1], encoded by the Zeroscope VAE
-(cerspense/zeroscope_v2_576w), times ``vae.config.scaling_factor``. ``--latent sample`` (the
-default, as the original pipeline) adds the posterior noise from a generator seeded per
-stimulus by ``--seed``, so reruns and any batching give identical files; ``--latent mean``
-takes the posterior mean. Stimuli are batched (``--batch-size`` videos per batch) while
+(cerspense/zeroscope_v2_576w), times ``vae.config.scaling_factor``. ``--latent mean`` (the
+default) takes the posterior mean; ``--latent sample`` adds the posterior noise as the original
+pipeline did, from a generator seeded per stimulus by ``--seed``, so reruns and any batching
+give identical files. The real VAE's posterior is narrow, so the two differ little there; a
+random tiny VAE's posterior noise would drown the stimulus. Stimuli are batched (``--batch-size`` videos per batch) while
 background threads decode the next ones (``--workers``). fp16 on CUDA, fp32 on CPU by default
 (``--dtype``).
 
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subset", default="all", choices=targets.SUBSETS, help="stimuli to process (default: %(default)s)")
     parser.add_argument("--stimuli", nargs="+", default=None, metavar="STIM", help="process only these stimuli (default: every stimulus of --subset)")
     parser.add_argument("--size", type=positive_int, default=None, help="square frame size before encoding (default: 268 for --preset default, 64 for tiny)")
-    parser.add_argument("--latent", default="sample", choices=targets.LATENT_MODES, help="posterior sample (seeded per stimulus, as the original) or mean (default: %(default)s)")
+    parser.add_argument("--latent", default="mean", choices=targets.LATENT_MODES, help="posterior mean, or a sample seeded per stimulus as the original (default: %(default)s)")
     parser.add_argument("--frames-per-forward", type=positive_int, default=60, help="frames per VAE encoder call, bounds memory (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="video decoding threads; 0 decodes in the main thread (default: %(default)s)")
     parser.add_argument("--model-path", default=None, help="local Zeroscope directory with a vae/ subfolder (default: the Hugging Face id through the cache)")

@@ -112,8 +112,12 @@ def output_name(args: argparse.Namespace, z_from: str, caption_from: str) -> str
 
 
 def list_npy(directory: Path) -> list[str]:
-    """Stimulus names of the ``.npy`` files under ``directory`` (HAD class subfolders kept)."""
-    return sorted(p.relative_to(directory).with_suffix("").as_posix() for p in directory.rglob("*.npy") if not p.name.startswith("."))
+    """Stimulus names of the ``.npy`` files under ``directory`` (HAD class subfolders kept).
+
+    The per-subject copies under ``by_subject/`` that regress.py writes are not stimuli.
+    """
+    names = (p.relative_to(directory) for p in directory.rglob("*.npy") if not p.name.startswith("."))
+    return sorted(n.with_suffix("").as_posix() for n in names if n.parts[0] != layout.BY_SUBJECT)
 
 
 def missing_predictions_error(data_root: str, run: str, target: str, dataset: str, missing: list[str] | None = None) -> FileNotFoundError:

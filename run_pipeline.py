@@ -59,14 +59,12 @@ MODULES = {stage: stage for stage in STAGES} | {"prepare": "download_data"}
 PASS_THROUGH = ("subjects", "device", "dtype", "batch_size", "seed", "limit")
 # Settings that keep the tiny-preset demo fast on a 2-core CPU (applied only there).
 DEMO_FAST = {
-    "extract_targets_zeroscope": ["--latent", "mean"],
     "train_mbm": ["--epochs", "2", "--input", "averaged"],
     "finetune_contrastive": ["--epochs", "3", "--train-input", "averaged"],
     "reconstruct_zeroscope": ["--steps", "4", "--strength", "0.5"],
 }
 DEMO_WHY = (
-    "tiny-preset demo settings: 2 MBM and 3 contrastive epochs on repeat-averaged inputs; posterior-mean "
-    "latents (a random tiny VAE's posterior noise would drown the stimulus); 2 denoising steps (--steps 4 --strength 0.5)"
+    "tiny-preset demo settings: 2 MBM and 3 contrastive epochs on repeat-averaged inputs; 2 denoising steps (--steps 4 --strength 0.5)"
 )
 
 

@@ -19,14 +19,6 @@ from utils.synthetic import make_demo
 CLIP_DIM = 24
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: far faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny_encoder(num_voxels: int = 256) -> MaskedBrainModel:
     torch.manual_seed(0)

@@ -103,17 +103,6 @@ def test_pixel_only_and_changed_inputs(demo_root: Path, tmp_path: Path):
     assert again["metrics"]["ssim"]["mean"] < result["metrics"]["ssim"]["mean"]
 
 
-def test_by_subject_copies_are_not_clips(demo_root: Path):
-    run_dir = layout.reconstructions_dir(demo_root, RUN)
-    extra = run_dir / "mp4" / "by_subject" / "demo" / "sub01" / "0003.mp4"
-    extra.parent.mkdir(parents=True, exist_ok=True)
-    extra.write_bytes((run_dir / "mp4" / "0003.mp4").read_bytes())
-    try:
-        assert [s for s, _ in evaluate.find_clips(demo_root, RUN)] == ["0003", "0004", "0005", "0006", "0007"]
-    finally:
-        extra.unlink()
-
-
 def test_bad_inputs(demo_root: Path, tmp_path: Path, capsys):
     with pytest.raises(FileNotFoundError, match="reconstruct_zeroscope.py"):
         evaluate.main(["--data-root", str(demo_root), "--reconstructions", "nope", "--no-semantic"])

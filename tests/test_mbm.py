@@ -28,14 +28,6 @@ from utils.safe_pickle import UnsafePickleError
 SMALL = dict(patch_size=16, embed_dim=32, depth=2, num_heads=4, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, mlp_ratio=1.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: far faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def small_model(num_voxels: int = 256, seed: int = 0, **overrides) -> MaskedBrainModel:
     torch.manual_seed(seed)

@@ -21,17 +21,6 @@ SHAPES = {"z_zeroscope": (3, 2, 4, 4), "clip": (16,)}
 RIDGE = ["--alphas", "10", "100", "1000", "10000", "100000", "--cv", "3"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny problems: one thread avoids OpenMP spin-waits on a shared, loaded CPU."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     """Demo with 3 prepared subjects; targets = fixed random linear maps of the true stimulus features."""

@@ -37,17 +37,6 @@ def linear_problem(n_train: int = 160, n_test: int = 40, n_features: int = 30, n
     return X[:n_train], Y[:n_train], X[n_train:], Y[n_train:]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny problems: one thread avoids OpenMP spin-waits on a shared, loaded CPU."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def problem():
     return linear_problem()

@@ -21,14 +21,6 @@ from utils.video import VideoDecodeError, read_video, sample_indices, video_info
 DEMO_ARGS = ["--dataset", "demo", "--preset", "tiny", "--no-progress", "--workers", "1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run faster on one thread, most of all on a shared, loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -20,14 +20,6 @@ from utils.prepare import Trials, trials_to_csv
 N_VERTICES = 1000  # -> 1024 = 16 patches of the tiny preset (patch 64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: far faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def write_prepared(data_root, dataset: str, subject: int, betas: np.ndarray, stimuli: list[str], repeats: list[int], splits: list[str]) -> None:
     """A subject in the prepared layout of utils.prepare (array, trials table, summary written last)."""

@@ -20,14 +20,6 @@ FRAMES, SIZE = 4, 8  # tiny latents (frames, 4, 8, 8) -> 64x64 frames
 PROMPTS = ["a red ball", "a blue box"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run far faster on one thread on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def diffusion() -> VideoDiffusion:

@@ -7,15 +7,6 @@ import torch
 from models import zoo
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run faster on one thread, most of all on a shared, loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_zeroscope() -> dict:
     return zoo.load_zeroscope("tiny")

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFAULT_DATA_ROOT = Path("data")
+# Reserved folder inside predictions/<run>/<target>/ for per-subject copies (never a stimulus).
+BY_SUBJECT = "by_subject"
 
 
 def root(data_root: str | Path | None = None) -> Path:
@@ -87,7 +89,7 @@ def predictions_dir(data_root: str | Path | None, run: str, target: str) -> Path
 
 def subject_predictions_dir(data_root: str | Path | None, run: str, target: str, dataset: str, subject_folder: str) -> Path:
     """``predictions/<run>/<target>/by_subject/<ds>/subNN/``: one of several test subjects."""
-    return predictions_dir(data_root, run, target) / "by_subject" / dataset / subject_folder
+    return predictions_dir(data_root, run, target) / BY_SUBJECT / dataset / subject_folder
 
 
 def reconstructions_dir(data_root: str | Path | None, run: str) -> Path:
