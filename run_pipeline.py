@@ -257,6 +257,8 @@ def headline(args: argparse.Namespace) -> list[str]:
         lines.append(f"report: {layout.evaluation_dir(args.data_root, args.run) / 'report.html'}")
         if metrics.get("synthetic"):
             lines.append("(SYNTHETIC demo data: numbers show the pipeline carries information, not real decoding)")
+        if metrics.get("preset") == "tiny":
+            lines.append("(tiny random models: classifier, CLIP and caption scores only exercise the code, they measure nothing)")
         for name in ("clip_2way_identification", "video_2way", "image_2way", "ssim", "psnr", "caption_2way_retrieval"):
             entry = metrics["metrics"].get(name)
             if entry:
