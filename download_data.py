@@ -25,11 +25,12 @@ from __future__ import annotations
 import sys
 
 from utils import download, layout
-from utils.cli import common_parser, nonnegative_float, positive_int
+from utils.cli import common_parser, nonnegative_float
 from utils.datasets import DatasetSpec, check_subjects, find_subject_folder, get_spec, parse_subject
 from utils.indiv import subject_indiv_dir, write_indiv, write_prepared_from_indiv
 from utils.io import write_manifest
 from utils.prepare import NAN_POLICIES, is_prepared, load_prepared, prepare_subject, summary_text
+from utils.synthetic import add_demo_arguments, demo_settings, make_demo
 
 
 def build_parser():
@@ -51,19 +52,13 @@ def build_parser():
     parser.add_argument("--nan-policy", choices=NAN_POLICIES, default="drop", help="trials holding NaN: drop them or zero-fill them (default: %(default)s)")
     parser.add_argument("--write-indiv", action="store_true", help="write the individual-file layout from the prepared layout")
     parser.add_argument("--from-indiv", action="store_true", help="build the prepared layout from existing individual files")
-    parser.add_argument("--n-subjects", type=positive_int, default=2, help="demo: number of subjects (default: %(default)s)")
-    parser.add_argument("--n-train", type=positive_int, default=120, help="demo: train videos (default: %(default)s)")
-    parser.add_argument("--n-test", type=positive_int, default=24, help="demo: test videos (default: %(default)s)")
-    parser.add_argument("--size", type=positive_int, default=64, help="demo: video side in pixels (default: %(default)s)")
-    parser.add_argument("--n-frames", type=positive_int, default=24, help="demo: frames per video (default: %(default)s)")
-    parser.add_argument("--fps", type=positive_int, default=8, help="demo: frame rate (default: %(default)s)")
-    parser.add_argument("--snr", type=nonnegative_float, default=1.0, help="demo: signal-to-noise ratio of the synthetic fMRI (default: %(default)s)")
+    add_demo_arguments(parser)
     return parser
 
 
 def subjects_on_disk(data_root: str, spec: DatasetSpec, roi_set: str, need: str) -> list[int]:
     """Subjects whose input for a conversion exists: ``pickle``, ``indiv`` or ``prepared``."""
-    base = layout.root(data_root) / f"betas_cifti_{spec.name}"
+    base = layout.dataset_betas_dir(data_root, spec.name)
     found = set()
     for folder in sorted(base.glob("sub*")) if base.is_dir() else []:
         try:
@@ -109,15 +104,10 @@ def run_download(args, spec: DatasetSpec) -> int:
 
 def run_demo(args) -> int:
     """Synthesise the demo dataset."""
-    from utils.synthetic import make_demo
-
     if args.dry_run:
         print(f"would write the demo ({args.n_subjects} subjects, {args.n_train}+{args.n_test} videos) under {args.data_root}")
         return 0
-    summary = make_demo(
-        args.data_root, n_subjects=args.n_subjects, n_train=args.n_train, n_test=args.n_test, size=args.size,
-        n_frames=args.n_frames, fps=args.fps, snr=args.snr, seed=args.seed, overwrite=args.overwrite,
-    )
+    summary = make_demo(args.data_root, **demo_settings(args), seed=args.seed, overwrite=args.overwrite)
     print(
         f"demo (SYNTHETIC) in {summary['data_root']}: {args.n_train}+{args.n_test} videos "
         f"({summary['videos_written']} written), {args.n_subjects} subject pickles ({summary['pickles_written']} written)"
@@ -130,7 +120,7 @@ def convert_subject(args, spec: DatasetSpec, subject: int) -> str:
     lines = []
     if args.from_indiv:
         summary = write_prepared_from_indiv(args.data_root, spec.name, subject, args.roi_set, args.overwrite, args.nan_policy)
-        lines.append("from indiv: " + (summary_text(summary) if not summary["skipped"] else f"sub{subject:02d} already prepared, skipped"))
+        lines.append("from indiv: " + summary_text(summary))
     if args.prepare:
         lines.append(summary_text(prepare_subject(args.data_root, spec.name, subject, args.roi_set, args.overwrite, args.nan_policy)))
     if args.write_indiv:
@@ -173,7 +163,7 @@ def run_convert(args, spec: DatasetSpec) -> int:
             f"sub{s:02d}": str(source(args.data_root, spec.name, find_subject_folder(args.data_root, spec.name, s), args.roi_set, spec.suffix))
             for s in summaries
         }
-        write_manifest(layout.root(args.data_root) / f"betas_cifti_{spec.name}", "prepare", args, inputs=inputs,
+        write_manifest(layout.dataset_betas_dir(args.data_root, spec.name), "prepare", args, inputs=inputs,
                        counts={"subjects_ok": len(summaries), "subjects_failed": len(failures)}, failures=failures)
     print(f"{spec.name}: {len(summaries)} subject(s) done, {len(failures)} failed")
     return 1 if failures else 0

@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         files_ok = all(is_complete_npy(out_of(t, stimulus), shapes[t]) for t in wanted(stimulus))
         return files_ok and (not args.captions or stimulus in captions)
 
-    todo = [j for j in jobs if args.overwrite or not complete(j.stimulus)]
-    pending = {j.stimulus for j in todo}
-    skipped = [j.stimulus for j in jobs if j.stimulus not in pending]
+    todo, skipped = targets.split_done(jobs, complete, args.overwrite)
     print(f"blip/clip: {len(jobs)} stimuli of {args.dataset} ({len(skipped)} already complete), "
           f"BLIP {image_size}px -> {shapes['blip']}, CLIP {clip_size or 'off'}, {device} {dtype}")
     settings = CaptionSettings(num_beams=args.caption_beams, seed=args.seed)
@@ -148,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     stats.skipped = skipped
 
     models = {
-        "blip": args.model_path or (zoo.BLIP_ID if args.preset == "default" else "tiny"),
-        "clip": (args.clip_path or (zoo.CLIP_ID if args.preset == "default" else "tiny")) if args.clip else None,
+        "blip": zoo.model_source(args.preset, args.model_path, zoo.BLIP_ID),
+        "clip": zoo.model_source(args.preset, args.clip_path, zoo.CLIP_ID) if args.clip else None,
     }
     for target in TARGETS:
         if target in shapes and (target != "clip_text" or notes):
@@ -159,12 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 counts=stats.counts(), shape=list(shapes[target]), image_size=image_size, clip_size=clip_size,
                 captions=str(captions_file) if args.captions else None, failed=stats.failed,
             )
-    print(f"wrote {len(stats.written)}, skipped {len(stats.skipped)} complete, failed {len(stats.failed)} -> "
-          f"{layout.targets_dir(args.data_root, args.dataset, 'blip').parent}")
-    print(f"time: decode {stats.decode_s:.1f}s (waited {stats.wait_s:.1f}s), model+write {stats.model_s:.1f}s, wall {stats.wall_s:.1f}s")
-    for stim, message in stats.failed.items():
-        print(f"FAILED {stim}: {message}")
-    return 1 if stats.failed else 0
+    return targets.print_summary(stats, captions_file.parent)
 
 
 if __name__ == "__main__":

@@ -71,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     def out_of(stimulus: str) -> Path:
         return layout.target_path(args.data_root, args.dataset, TARGET, stimulus)
 
-    todo = [j for j in jobs if args.overwrite or not is_complete_npy(out_of(j.stimulus), shape)]
-    pending = {j.stimulus for j in todo}
-    skipped = [j.stimulus for j in jobs if j.stimulus not in pending]
+    todo, skipped = targets.split_done(jobs, lambda stimulus: is_complete_npy(out_of(stimulus), shape), args.overwrite)
     print(f"{TARGET}: {len(jobs)} stimuli of {args.dataset} ({len(skipped)} already complete), frames {size}px -> latents {shape}, {device} {dtype}")
 
     def process(batch: list[targets.Job], videos: list[np.ndarray]) -> None:
@@ -93,19 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = layout.targets_dir(args.data_root, args.dataset, TARGET)
     write_manifest(
         out_dir, "extract_targets_zeroscope", args,
-        inputs={"stimuli": str(layout.stimuli_dir(args.data_root, args.dataset)), "model": args.model_path or (zoo.ZEROSCOPE_ID if args.preset == "default" else "tiny")},
+        inputs={"stimuli": str(layout.stimuli_dir(args.data_root, args.dataset)), "model": zoo.model_source(args.preset, args.model_path, zoo.ZEROSCOPE_ID)},
         counts=stats.counts(), shape=list(shape), frame_size=size, failed=stats.failed,
     )
-    return report(stats, out_dir)
-
-
-def report(stats: targets.RunStats, out_dir: Path) -> int:
-    """Print the closing lines; 1 when some videos failed."""
-    print(f"wrote {len(stats.written)}, skipped {len(stats.skipped)} complete, failed {len(stats.failed)} -> {out_dir}")
-    print(f"time: decode {stats.decode_s:.1f}s (waited {stats.wait_s:.1f}s), model+write {stats.model_s:.1f}s, wall {stats.wall_s:.1f}s")
-    for stim, message in stats.failed.items():
-        print(f"FAILED {stim}: {message}")
-    return 1 if stats.failed else 0
+    return targets.print_summary(stats, out_dir)
 
 
 if __name__ == "__main__":

@@ -325,10 +325,10 @@ def export(args, run: str, ckpt_dir: Path) -> dict:
             embed(model, trials, ids[lo : lo + 1024], args.batch_size, device, args.export, autocast).numpy()
             for lo in tqdm(range(0, len(ids), 1024), desc=f"embed {source.name}", leave=False)
         ]
-        save_npy(path, np.concatenate(chunks).astype(np.float32))  # (n_trials, E)
         table = layout.prepared_trials_path(args.data_root, source.dataset, source.folder, args.roi_set)
         with atomic_path(path.with_name(f"{source.folder}_trials.csv")) as tmp:
             shutil.copyfile(table, tmp)
+        save_npy(path, np.concatenate(chunks).astype(np.float32))  # (n_trials, E); written last: it marks the subject done
         written.append(str(path))
     summary = {
         key: float(np.mean([m["test"][key] for m in metrics.values() if key in m["test"]]))

@@ -123,7 +123,7 @@ def list_npy(directory: Path) -> list[str]:
 def missing_predictions_error(data_root: str, run: str, target: str, dataset: str, missing: list[str] | None = None) -> FileNotFoundError:
     """The error for absent predictions, naming the command that makes them."""
     folder = layout.predictions_dir(data_root, run, target)
-    runs_root = layout.root(data_root) / "predictions"
+    runs_root = layout.predictions_root(data_root)
     runs = sorted(p.parent.name for p in runs_root.glob(f"*/{target}")) if runs_root.exists() else []
     what = f"Missing predictions {folder}" if missing is None else f"Predictions {folder} lack {len(missing)} stimuli (e.g. {missing[:5]})"
     return FileNotFoundError(
@@ -151,7 +151,7 @@ def select_stimuli(args: argparse.Namespace, z_from: str, caption_from: str) -> 
                 f"(e.g. {missing[:5]}): run `python extract_targets_zeroscope.py --dataset {args.dataset}` first."
             )
     if caption_from == "pred" and z_from == "pred":
-        missing = [s for s in stimuli if not (layout.predictions_dir(root, args.run, "blip") / f"{s}.npy").exists()]
+        missing = [s for s in stimuli if not layout.prediction_path(root, args.run, "blip", s).exists()]
         if missing:
             raise missing_predictions_error(root, args.run, "blip", args.dataset, missing)
     return stimuli[: args.limit] if args.limit else stimuli
@@ -159,16 +159,28 @@ def select_stimuli(args: argparse.Namespace, z_from: str, caption_from: str) -> 
 
 def expected_latent_shape(args: argparse.Namespace, stimulus: str, channels: int) -> tuple[int, int, int, int]:
     """(frames, channels, h, w) predictions must have: the ground-truth target's shape when it
-    exists, else 15 frames at the preset's default latent size (33x33 real, 8x8 tiny)."""
-    from models import zoo
+    exists, else 15 frames at the preset's default latent size (33x33 real, 8x8 tiny).
+
+    Raises when the ground-truth latents were extracted with another ``--preset`` (their
+    manifest says which), since predictions regressed on them fit that preset's model only.
+    """
+    from models import targets, zoo
 
     target = layout.target_path(args.data_root, args.dataset, "z_zeroscope", stimulus)
     if target.exists():
+        manifest_path = layout.targets_dir(args.data_root, args.dataset, "z_zeroscope") / "manifest.json"
+        made_with = (read_json(manifest_path, default={}) or {}).get("flags", {}).get("preset")
+        if made_with is not None and made_with != args.preset:
+            raise ValueError(
+                f"--preset {args.preset!r} does not match the latents in {manifest_path.parent}, made with preset "
+                f"{made_with!r}: pass --preset {made_with}, or rerun `python extract_targets_zeroscope.py --dataset "
+                f"{args.dataset} --preset {args.preset} --overwrite` and the regression."
+            )
         shape = tuple(np.load(target, mmap_mode="r").shape)
         if len(shape) == 4:
             return shape  # type: ignore[return-value]
     size = zoo.latent_size(zoo.zeroscope_frame_size(args.preset))
-    return (15, channels, size, size)
+    return (targets.N_FRAMES, channels, size, size)
 
 
 def load_latent(path: Path, shape: tuple[int, int, int, int], preset: str) -> np.ndarray:
@@ -190,7 +202,7 @@ def load_latent(path: Path, shape: tuple[int, int, int, int], preset: str) -> np
 def latent_path(args: argparse.Namespace, z_from: str, stimulus: str) -> Path:
     """Where the initial latent of a stimulus comes from."""
     if z_from == "pred":
-        return layout.predictions_dir(args.data_root, args.run, "z_zeroscope") / f"{stimulus}.npy"
+        return layout.prediction_path(args.data_root, args.run, "z_zeroscope", stimulus)
     return layout.target_path(args.data_root, args.dataset, "z_zeroscope", stimulus)
 
 
@@ -233,11 +245,11 @@ def predicted_captions(args: argparse.Namespace, stimuli: list[str], device, dty
         num_beams=args.caption_beams, max_length=args.caption_max_length, min_length=args.caption_min_length,
         repetition_penalty=args.repetition_penalty, sample=args.caption_sample, top_p=args.top_p, seed=args.seed,
     )
-    folder = layout.predictions_dir(args.data_root, args.run, "blip")
     captions: dict[str, str] = {}
     for start in range(0, len(stimuli), args.batch_size):
         names = stimuli[start : start + args.batch_size]
-        embeds = np.stack([check_embedding(np.load(folder / f"{s}.npy"), shape, f"BLIP prediction {folder / s}.npy") for s in names])
+        paths = [layout.prediction_path(args.data_root, args.run, "blip", s) for s in names]
+        embeds = np.stack([check_embedding(np.load(path), shape, f"BLIP prediction {path}") for path in paths])
         captions.update(zip(names, caption_embeddings(model, processor, embeds, settings, batch_size=len(names)), strict=True))
     del model
     if torch.cuda.is_available():
@@ -259,6 +271,7 @@ def merge_captions(out_dir: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Reconstruct the selected clips (this process's share under a launcher); returns 0."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.fps <= 0:

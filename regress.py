@@ -318,6 +318,7 @@ def run_target(
         model = load_regressor(ckpt, device=device)
         print(f"[{target}] loaded the fitted {args.regressor} from {ckpt}")
     else:
+        stamp.unlink(missing_ok=True)  # until the new fit is saved, the folder is not a finished one
         X = np.concatenate([p.X for p in train])  # (n_rows, F)
         groups = [f"{ds}/{s}" for ds, s in keys]
         print(f"[{target}] fitting {args.regressor}: X {X.shape} -> Y {Y.shape} (target shape {shape})")
@@ -363,7 +364,7 @@ def run_target(
         if len(labels) > 1:
             rows += per_sample_rows(target, f"{dataset}/mean", stimuli, pred, truth)
         for s, row in zip(stimuli, pred, strict=True):
-            path = layout.predictions_dir(args.data_root, run, target) / f"{s}.npy"
+            path = layout.prediction_path(args.data_root, run, target, s)
             save_npy(path, unflatten(row, shape))
             files.append(str(path.relative_to(root)))
     metrics = {
@@ -407,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     config = run_config(args, train_subjects, test_subjects)
     run = args.run or derive_run_name(args, config)
     ckpt_root = layout.checkpoint_dir(args.data_root, STAGE, run)
-    out_root = layout.root(args.data_root) / "predictions" / run
+    out_root = layout.predictions_run_dir(args.data_root, run)
     check_run_config(ckpt_root / "config.json", config, run, args.overwrite)
     manifest = read_json(out_root / "manifest.json")
     if not args.overwrite and finished(manifest, config, args.targets, args.data_root):
@@ -440,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(ckpt_root / "config.json", config)
 
     same = bool(manifest) and manifest.get("config") == config  # earlier targets of this run stay valid
-    all_metrics = dict((read_json(out_root / "metrics.json") or {}).get("targets", {})) if same else {}
+    all_metrics = dict((read_json(layout.regression_metrics_path(args.data_root, run)) or {}).get("targets", {})) if same else {}
     all_files = dict(manifest.get("files", {})) if same else {}
     csv_rows = [r for r in read_per_sample(out_root / "per_sample.csv") if r[0] not in args.targets] if same else []
     for target in args.targets:
@@ -449,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         all_metrics[target], all_files[target] = metrics, files
         csv_rows += rows
     synthetic = any(ds == "demo" for ds in list(train_subjects) + list(test_subjects))
-    write_json(out_root / "metrics.json", {
+    write_json(layout.regression_metrics_path(args.data_root, run), {
         "run": run, "input": args.input, "regressor": args.regressor,
         "train": {ds: [subject_label(ds, s) for s in subs] for ds, subs in train_subjects.items()},
         "test": {ds: [subject_label(ds, s) for s in subs] for ds, subs in test_subjects.items()},

@@ -273,7 +273,7 @@ def headline(args: argparse.Namespace) -> list[str]:
 
 def regression_identification(data_root: str | Path, run: str) -> dict[str, float]:
     """Mean over test subjects of the 2-way identification of each target, from predictions/<run>/metrics.json."""
-    metrics = read_json(layout.predictions_dir(data_root, run, "metrics.json")) or {}
+    metrics = read_json(layout.regression_metrics_path(data_root, run)) or {}
     out = {}
     for target, entry in (metrics.get("targets") or {}).items():
         values = [s.get("identification", {}).get("2-way") for s in (entry.get("subjects") or {}).values()]

@@ -69,7 +69,12 @@ STAGE = "mbm"
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "samples_per_s", "seconds")
 RUN_FILES = ("last.safetensors", "best.safetensors", "config.json", "train_state.pt", "log.csv", "manifest.json")
 # Flags that must not change between an interrupted run and its --resume.
-RESUME_KEYS = ("epochs", "lr", "min_lr_ratio", "warmup_epochs", "weight_decay", "batch_size", "seed", "grad_clip", "noise_std", "num_processes")
+RESUME_KEYS = (
+    "epochs", "lr", "min_lr_ratio", "warmup_epochs", "weight_decay", "batch_size", "seed", "grad_clip", "noise_std", "num_processes",
+    "steps_per_epoch",
+)
+# Input-pipeline settings that must not change either (the samples and their normalisation).
+RESUME_DATA_KEYS = ("pad", "norm", "input", "roi_set", "sources", "val_fraction")
 
 
 def build_parser():
@@ -99,8 +104,13 @@ def build_parser():
 
 
 def check_resume(saved: dict, current: dict, run_dir: Path) -> None:
-    """Raise when a flag that shapes the schedule differs from the interrupted run's."""
-    diffs = [f"{k}: saved {saved.get(k)!r}, given {current.get(k)!r}" for k in RESUME_KEYS if saved.get(k) != current.get(k)]
+    """Raise when a flag that shapes the schedule or the samples differs from the interrupted run's (whole configs)."""
+    diffs = [
+        f"{k}: saved {saved.get(part, {}).get(k)!r}, given {current[part].get(k)!r}"
+        for part, keys in (("train", RESUME_KEYS), ("data", RESUME_DATA_KEYS))
+        for k in keys
+        if saved.get(part, {}).get(k) != current[part].get(k)
+    ]
     if diffs:
         raise ValueError(
             f"--resume of {run_dir}: these flags differ from the interrupted run ({'; '.join(diffs)}). "
@@ -180,8 +190,6 @@ def main(argv: list[str] | None = None) -> int:
         "noise_std": args.noise_std, "num_processes": accelerator.num_processes, "steps_per_epoch": n_steps_epoch,
         "total_steps": total_steps, "init_from": args.init_from, "mixed_precision": accelerator.mixed_precision,
     }
-    if saved_config is not None:
-        check_resume(saved_config["train"], train_flags, run_dir)
     config = {
         "model": asdict(model_config),
         "data": {
@@ -192,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         "train": train_flags,
         "preset": args.preset,
     }
+    if saved_config is not None:
+        check_resume(saved_config, config, run_dir)
 
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(

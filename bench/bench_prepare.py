@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from utils import layout  # noqa: E402
 from utils.datasets import BMD, N_GROUP41  # noqa: E402
+from utils.report import markdown_table  # noqa: E402
 
 _CHILD = """
 import sys
@@ -139,26 +140,27 @@ def main(argv: list[str] | None = None) -> int:
 
         t_prepared = best_of(read_prepared, args.repeats)
         t_indiv = best_of(read_files, args.repeats)
-        prepared_dir = root / "betas_cifti_bmd" / "sub01"
+        prepared_dir = layout.betas_dir(root, "bmd", "sub01")
         t_prepared_cold = best_of(read_prepared, args.repeats, before=lambda: evict_page_cache(prepared_dir))
         t_indiv_cold = best_of(read_files, args.repeats, before=lambda: evict_page_cache(prepared_dir))
         np.testing.assert_array_equal(read_prepared(), read_files())
 
     delta_mib = (peak - baseline) / 1024
     load = os.getloadavg()[0]
-    print(f"| trials x vertices | {n_trials} x {N_GROUP41} (float32 {array_mib:.0f} MiB) |")
-    print("|---|---|")
-    print(f"| read all trials, prepared layout | {t_prepared:.3f} s |")
-    print(f"| read all trials, individual files | {t_indiv:.3f} s ({n_trials} files) |")
-    print(f"| speed-up, warm page cache | {t_indiv / t_prepared:.1f}x |")
-    print(f"| read all trials, cold cache: prepared / individual files | {t_prepared_cold:.3f} s / {t_indiv_cold:.3f} s |")
-    print(f"| speed-up, cold page cache (files evicted before each read) | {t_indiv_cold / t_prepared_cold:.1f}x |")
-    print(f"| pickle size | {pickle_mib:.0f} MiB |")
-    print(f"| prepare peak RSS | {peak / 1024:.0f} MiB (baseline process {baseline / 1024:.0f} MiB) |")
-    print(f"| prepare peak RSS minus baseline | {delta_mib:.0f} MiB = {delta_mib / pickle_mib:.2f}x the pickle |")
-    print(f"| prepare wall time (child incl. start-up) | {prepare_s:.1f} s |")
-    print(f"| write individual files | {write_indiv_s:.1f} s |")
-    print(f"| 1-min load average at the end ({os.cpu_count()} CPUs) | {load:.1f} |")
+    rows = [
+        ("read all trials, prepared layout", f"{t_prepared:.3f} s"),
+        ("read all trials, individual files", f"{t_indiv:.3f} s ({n_trials} files)"),
+        ("speed-up, warm page cache", f"{t_indiv / t_prepared:.1f}x"),
+        ("read all trials, cold cache: prepared / individual files", f"{t_prepared_cold:.3f} s / {t_indiv_cold:.3f} s"),
+        ("speed-up, cold page cache (files evicted before each read)", f"{t_indiv_cold / t_prepared_cold:.1f}x"),
+        ("pickle size", f"{pickle_mib:.0f} MiB"),
+        ("prepare peak RSS", f"{peak / 1024:.0f} MiB (baseline process {baseline / 1024:.0f} MiB)"),
+        ("prepare peak RSS minus baseline", f"{delta_mib:.0f} MiB = {delta_mib / pickle_mib:.2f}x the pickle"),
+        ("prepare wall time (child incl. start-up)", f"{prepare_s:.1f} s"),
+        ("write individual files", f"{write_indiv_s:.1f} s"),
+        (f"1-min load average at the end ({os.cpu_count()} CPUs)", f"{load:.1f}"),
+    ]
+    print(markdown_table(["trials x vertices", f"{n_trials} x {N_GROUP41} (float32 {array_mib:.0f} MiB)"], rows), end="")
     return 0
 
 

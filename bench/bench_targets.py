@@ -121,35 +121,31 @@ def bench_full(n_frames: int, device: str) -> None:
     def row(name: str, build_s: float, seconds: float) -> None:
         print(f"| {name} | {build_s:.1f} | {seconds / n_frames:.2f} | {15 * seconds / n_frames:.1f} |", flush=True)
 
-    start = time.perf_counter()
-    vae = zoo.build_random("vae").to(device)
-    build = time.perf_counter() - start
-    video = rng.integers(0, 255, (1, n_frames, 268, 268, 3), dtype=np.uint8)
+    def build(name: str, size: int) -> tuple[torch.nn.Module, float, np.ndarray]:
+        """(model on device, seconds to build it, random uint8 video (1, n_frames, size, size, 3))."""
+        start = time.perf_counter()
+        model = zoo.build_random(name).to(device)
+        return model, time.perf_counter() - start, rng.integers(0, 255, (1, n_frames, size, size, 3), dtype=np.uint8)
+
+    vae, build_s, video = build("vae", 268)
     start = time.perf_counter()
     latents = targets.vae_latents(vae, video, ["x"], "sample")
-    row(f"Zeroscope VAE encoder, 268 px -> {tuple(latents.shape[2:])}", build, time.perf_counter() - start)
+    row(f"Zeroscope VAE encoder, 268 px -> {tuple(latents.shape[2:])}", build_s, time.perf_counter() - start)
     del vae
 
-    start = time.perf_counter()
-    blip = zoo.build_random("blip").to(device)
-    build = time.perf_counter() - start
-    video = rng.integers(0, 255, (1, n_frames, 240, 240, 3), dtype=np.uint8)
+    blip, build_s, video = build("blip", 240)
     start = time.perf_counter()
     states = targets.blip_embeddings(blip, video, zoo.BLIP_MEAN, zoo.BLIP_STD)
-    row(f"BLIP ViT-B/16 vision, 240 px -> {tuple(states.shape[1:])}", build, time.perf_counter() - start)
-    processor = _FakeProcessor()
+    row(f"BLIP ViT-B/16 vision, 240 px -> {tuple(states.shape[1:])}", build_s, time.perf_counter() - start)
     start = time.perf_counter()
-    caption_embeddings(blip, processor, torch.from_numpy(states), CaptionSettings())
+    caption_embeddings(blip, _FakeProcessor(), torch.from_numpy(states), CaptionSettings())
     print(f"| BLIP caption of one (226, 768) embedding, beam 3, max 20 | - | - | {time.perf_counter() - start:.1f} |")
     del blip
 
-    start = time.perf_counter()
-    clip = zoo.build_random("clip").to(device)
-    build = time.perf_counter() - start
-    video = rng.integers(0, 255, (1, n_frames, 224, 224, 3), dtype=np.uint8)
+    clip, build_s, video = build("clip", 224)
     start = time.perf_counter()
     features = targets.clip_image_embeddings(clip, video, zoo.BLIP_MEAN, zoo.BLIP_STD)
-    row(f"CLIP ViT-L/14 image, 224 px -> {features.shape[-1]}", build, time.perf_counter() - start)
+    row(f"CLIP ViT-L/14 image, 224 px -> {features.shape[-1]}", build_s, time.perf_counter() - start)
 
 
 class _FakeProcessor:

@@ -19,7 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.synthetic import make_demo  # noqa: E402
+from utils.cli import positive_int  # noqa: E402
+from utils.report import markdown_table  # noqa: E402
+from utils.synthetic import add_demo_arguments, demo_settings, make_demo  # noqa: E402
 
 
 def folder_size(path: Path) -> int:
@@ -28,15 +30,12 @@ def folder_size(path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Time fresh and resumed demo builds and print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-subjects", type=int, default=2, help="subjects (default: %(default)s)")
-    parser.add_argument("--n-train", type=int, default=120, help="train stimuli (default: %(default)s)")
-    parser.add_argument("--n-test", type=int, default=24, help="test stimuli (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=64, help="video size in px (default: %(default)s)")
-    parser.add_argument("--n-frames", type=int, default=24, help="frames per video (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="fresh builds; the median is reported (default: %(default)s)")
+    add_demo_arguments(parser, help_prefix="")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="fresh builds; the median is reported (default: %(default)s)")
     args = parser.parse_args(argv)
-    settings = {"n_subjects": args.n_subjects, "n_train": args.n_train, "n_test": args.n_test, "size": args.size, "n_frames": args.n_frames}
+    settings = demo_settings(args)
 
     fresh, resume, summary, size = [], [], {}, 0
     for _ in range(args.rounds):
@@ -50,13 +49,14 @@ def main(argv: list[str] | None = None) -> int:
             resume.append(time.perf_counter() - start)
 
     print(f"settings: {settings}; {args.rounds} round(s), median reported\n")
-    print("| what | value |")
-    print("|---|---:|")
-    print(f"| fresh build (s) | {statistics.median(fresh):.2f} (min {min(fresh):.2f}, max {max(fresh):.2f}) |")
-    print(f"| rerun, everything skipped (s) | {statistics.median(resume):.2f} |")
-    print(f"| videos written | {summary['videos_written']} |")
-    print(f"| pickles written | {summary['pickles_written']} |")
-    print(f"| size on disk (MB) | {size / 1e6:.1f} |")
+    rows = [
+        ("fresh build (s)", f"{statistics.median(fresh):.2f} (min {min(fresh):.2f}, max {max(fresh):.2f})"),
+        ("rerun, everything skipped (s)", f"{statistics.median(resume):.2f}"),
+        ("videos written", summary["videos_written"]),
+        ("pickles written", summary["pickles_written"]),
+        ("size on disk (MB)", f"{size / 1e6:.1f}"),
+    ]
+    print(markdown_table(["what", "value"], rows), end="")
     return 0
 
 

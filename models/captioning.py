@@ -46,8 +46,9 @@ class CaptionSettings:
 
 def embedding_shape(model, image_size: int) -> tuple[int, int]:
     """(tokens, dim) of the BLIP vision encoder's last hidden state at ``image_size`` px: (226, 768) for BLIP base at 240."""
-    vision = model.config.vision_config
-    return (image_size // vision.patch_size) ** 2 + 1, int(vision.hidden_size)
+    from models.zoo import blip_num_tokens
+
+    return blip_num_tokens(model, image_size), int(model.config.vision_config.hidden_size)
 
 
 def check_embedding(array: np.ndarray, shape: tuple[int, int], name: str = "BLIP embedding") -> np.ndarray:

@@ -209,9 +209,14 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def group_labels(n_samples: int, groups: Sequence[Any] | None) -> np.ndarray:
+    """Integer group of each sample (n,): one group per sample when ``groups`` is None."""
+    return np.arange(n_samples) if groups is None else np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+
+
 def validation_folds(n_samples: int, n_splits: int, groups: Sequence[Any] | None) -> list[tuple[np.ndarray, np.ndarray]]:
     """K contiguous folds over samples, or over unique groups when given (GroupKFold-like)."""
-    labels = np.arange(n_samples) if groups is None else np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+    labels = group_labels(n_samples, groups)
     n_groups = int(labels.max()) + 1
     if n_splits < 2 or n_splits > n_groups:
         raise ValueError(f"cv={n_splits} needs 2 <= cv <= number of {'groups' if groups is not None else 'samples'} ({n_groups}).")
@@ -473,7 +478,7 @@ class _TorchRegressor(BaseRegressor):
 
 def validation_split(n_samples: int, fraction: float, groups: Sequence[Any] | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train_idx, val_idx); whole groups go to validation. fraction 0 -> no validation."""
-    labels = np.arange(n_samples) if groups is None else np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1]
+    labels = group_labels(n_samples, groups)
     n_groups = int(labels.max()) + 1
     n_val = int(round(fraction * n_groups))
     if fraction > 0 and not 1 <= n_val < n_groups:

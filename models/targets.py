@@ -101,6 +101,13 @@ def plan_jobs(
     return [Job(name, stimulus_path(data_root, spec, name)) for name in names]
 
 
+def split_done(jobs: Sequence[Job], complete: Callable[[str], bool], overwrite: bool = False) -> tuple[list[Job], list[str]]:
+    """(jobs to run, names skipped): a job is skipped when ``complete(stimulus)`` and not ``overwrite``."""
+    todo = [j for j in jobs if overwrite or not complete(j.stimulus)]
+    pending = {j.stimulus for j in todo}
+    return todo, [j.stimulus for j in jobs if j.stimulus not in pending]
+
+
 def stimulus_seed(seed: int, stimulus: str) -> int:
     """Per-stimulus seed, independent of batching and order: crc32(name) mixed with ``seed``."""
     return (zlib.crc32(stimulus.encode("utf-8")) + 1_000_003 * seed) % (2**63 - 1)
@@ -349,3 +356,12 @@ def human_captions(annotations: dict | None, stimulus: str) -> list[str]:
     if not annotations or stimulus not in annotations:
         return []
     return [str(c) for c in annotations[stimulus].get("text_descriptions") or [] if str(c).strip()]
+
+
+def print_summary(stats: RunStats, out_dir: Path) -> int:
+    """Print a run's closing lines (counts, timings, each failure); return the exit status, 1 when some videos failed."""
+    print(f"wrote {len(stats.written)}, skipped {len(stats.skipped)} complete, failed {len(stats.failed)} -> {out_dir}")
+    print(f"time: decode {stats.decode_s:.1f}s (waited {stats.wait_s:.1f}s), model+write {stats.model_s:.1f}s, wall {stats.wall_s:.1f}s")
+    for stim, message in stats.failed.items():
+        print(f"FAILED {stim}: {message}")
+    return 1 if stats.failed else 0

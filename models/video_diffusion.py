@@ -22,12 +22,13 @@ them into (B, C, F, h, w). Strength 0 returns exactly the VAE decoding of the in
 from __future__ import annotations
 
 import inspect
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from models.targets import stimulus_seed
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,9 @@ class DiffusionSettings:
 
 
 def clip_seed(seed: int, stimulus: str) -> int:
-    """Per-clip seed from the run seed and the stimulus name (independent of batching and sharding)."""
-    return (seed * 1_000_003 + zlib.crc32(stimulus.encode("utf-8"))) % (2**63)
+    """Per-clip seed from the run seed and the stimulus name (independent of batching and sharding);
+    the same rule as the targets' per-stimulus seed (:func:`models.targets.stimulus_seed`)."""
+    return stimulus_seed(seed, stimulus)
 
 
 def to_unet_layout(latents: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -193,6 +193,24 @@ def _place(module: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn
     return module.eval()
 
 
+def _load_pair(
+    model_cls: Any, processor_cls: Any, model_path: str | Path | None, default_id: str, what: str, device: str, dtype: torch.dtype
+) -> tuple[Any, Any]:
+    """A real model and its processor from ``model_path`` or ``default_id``, placed on device/dtype."""
+    source, local = _source(model_path, default_id, what)
+    model = _pretrained(model_cls.from_pretrained, source, local, what)
+    processor = _pretrained(processor_cls.from_pretrained, source, local, what)
+    return _place(model, device, dtype), processor
+
+
+def model_source(preset: str, model_path: str | Path | None, default_id: str) -> str:
+    """What a manifest records as the model used: the local path, the Hugging Face id, or ``tiny``."""
+    check_preset(preset)
+    if model_path is not None:
+        return str(model_path)
+    return default_id if preset == "default" else "tiny"
+
+
 # ---------------------------------------------------------------- tiny tokenizers
 
 
@@ -457,10 +475,7 @@ def load_blip(
         size = BLIP_IMAGE_SIZE["tiny"]
         image_processor = _image_processor("Blip", size={"height": size, "width": size}, image_mean=BLIP_MEAN, image_std=BLIP_STD)
         return _place(model, device, dtype), BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    source, local = _source(model_path, BLIP_ID, "BLIP")
-    model = _pretrained(BlipForConditionalGeneration.from_pretrained, source, local, "BLIP")
-    processor = _pretrained(BlipProcessor.from_pretrained, source, local, "BLIP")
-    return _place(model, device, dtype), processor
+    return _load_pair(BlipForConditionalGeneration, BlipProcessor, model_path, BLIP_ID, "BLIP", device, dtype)
 
 
 def load_clip(
@@ -479,10 +494,7 @@ def load_clip(
             "CLIP", size={"shortest_edge": size}, crop_size={"height": size, "width": size}, image_mean=BLIP_MEAN, image_std=BLIP_STD
         )
         return _place(model, device, dtype), CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    source, local = _source(model_path, CLIP_ID, "CLIP")
-    model = _pretrained(CLIPModel.from_pretrained, source, local, "CLIP")
-    processor = _pretrained(CLIPProcessor.from_pretrained, source, local, "CLIP")
-    return _place(model, device, dtype), processor
+    return _load_pair(CLIPModel, CLIPProcessor, model_path, CLIP_ID, "CLIP", device, dtype)
 
 
 def load_image_classifier(
@@ -501,10 +513,7 @@ def load_image_classifier(
             model = ViTForImageClassification(config)
         processor = _image_processor("ViT", size={"height": 32, "width": 32}, image_mean=(0.5,) * 3, image_std=(0.5,) * 3)
         return _place(model, device, dtype), processor
-    source, local = _source(model_path, IMAGE_CLASSIFIER_ID, "Image classifier")
-    model = _pretrained(ViTForImageClassification.from_pretrained, source, local, "Image classifier")
-    processor = _pretrained(AutoImageProcessor.from_pretrained, source, local, "Image classifier")
-    return _place(model, device, dtype), processor
+    return _load_pair(ViTForImageClassification, AutoImageProcessor, model_path, IMAGE_CLASSIFIER_ID, "Image classifier", device, dtype)
 
 
 def load_video_classifier(
@@ -528,10 +537,7 @@ def load_video_classifier(
             image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
         )
         return _place(model, device, dtype), processor
-    source, local = _source(model_path, VIDEO_CLASSIFIER_ID, "Video classifier")
-    model = _pretrained(VideoMAEForVideoClassification.from_pretrained, source, local, "Video classifier")
-    processor = _pretrained(AutoImageProcessor.from_pretrained, source, local, "Video classifier")
-    return _place(model, device, dtype), processor
+    return _load_pair(VideoMAEForVideoClassification, AutoImageProcessor, model_path, VIDEO_CLASSIFIER_ID, "Video classifier", device, dtype)
 
 
 def _image_processor(prefix: str, **kwargs: Any) -> Any:

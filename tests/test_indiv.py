@@ -8,7 +8,7 @@ import pytest
 
 from utils.datasets import N_GROUP41
 from utils.indiv import parse_indiv_name, read_indiv, scan_indiv, subject_indiv_dir, write_indiv, write_prepared_from_indiv
-from utils.prepare import Trials, load_prepared
+from utils.prepare import Trials, load_prepared, summary_text
 
 V = 7  # vertices per vector in these tests
 
@@ -168,3 +168,13 @@ def test_from_indiv_drops_nan_trials_and_marks_completion_last(tmp_path):
     assert not np.isnan(prepared.betas).any()
     assert ("0002", 1) not in list(zip(prepared.trials.stimulus, prepared.trials.repeat, strict=True))
     assert write_prepared_from_indiv(tmp_path, "bmd", 1)["skipped"] is True
+
+
+def test_from_indiv_skip_returns_the_summary(tmp_path):
+    betas, trials = _bmd_like()
+    betas = np.pad(betas, ((0, 0), (0, N_GROUP41 - V)))  # (10, 13156)
+    write_indiv((betas, trials), subject_indiv_dir(tmp_path, "bmd", 1), progress=False)
+    first = write_prepared_from_indiv(tmp_path, "bmd", 1)
+    again = write_prepared_from_indiv(tmp_path, "bmd", 1)
+    assert again["skipped"] is True and again["shape"] == first["shape"] == [10, N_GROUP41]
+    assert "skipped (already prepared)" in summary_text(again)

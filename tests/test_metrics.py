@@ -157,3 +157,11 @@ def test_caption_text_similarity():
     human = np.array([[1.0, 0.0], [1.0, 0.0]])
     assert metrics.caption_text_similarity(np.array([2.0, 0.0]), human) == pytest.approx(1.0)
     assert metrics.caption_text_similarity(np.array([0.0, 1.0]), human) == pytest.approx(0.0)
+
+
+def test_classification_chance_matches_random_probabilities():
+    rng = np.random.default_rng(0)
+    pred, true = rng.random((400, 60)), rng.random((400, 60))
+    for n_way, k in ((2, 1), (2, 3), (10, 3)):
+        acc = metrics.n_way_top1_classification(pred, true, n_way, n_trials=50, gt_top_k=k, seed=1).mean()
+        assert abs(acc - metrics.classification_chance(n_way, k)) < 0.03

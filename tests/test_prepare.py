@@ -168,3 +168,19 @@ def test_truncated_array_is_detected(tmp_path):
     array.write_bytes(array.read_bytes()[:1000])
     assert not prepare.is_prepared(tmp_path, "demo", 1)
     assert not prepare.prepare_subject(tmp_path, "demo", 1)["skipped"]
+
+
+def test_interrupted_overwrite_with_same_shape_is_not_taken_as_complete(tmp_path, monkeypatch):
+    _write_pickle(tmp_path, "demo", 1, _demo_data(seed=0))
+    prepare.prepare_subject(tmp_path, "demo", 1)
+    _write_pickle(tmp_path, "demo", 1, _demo_data(seed=1))  # same shape, new values
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "write_text", crash)
+    with pytest.raises(KeyboardInterrupt):
+        prepare.prepare_subject(tmp_path, "demo", 1, overwrite=True)
+    assert not prepare.is_prepared(tmp_path, "demo", 1)  # the old summary no longer marks it complete
+    monkeypatch.undo()
+    assert not prepare.prepare_subject(tmp_path, "demo", 1)["skipped"]

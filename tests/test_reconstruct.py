@@ -121,3 +121,16 @@ def test_wrong_latent_shape_names_expected_and_found(tmp_path):
     write_predictions(tmp_path, ["0121"], latent_shape=(15, 4, 33, 33))
     with pytest.raises(ValueError, match=r"\(15, 4, 33, 33\).*'tiny' preset expects \(15, 4, 8, 8\)"):
         run(tmp_path, "--caption-from", "none")
+
+
+def test_latents_from_another_preset_are_refused(tmp_path):
+    from utils.io import write_json
+
+    write_predictions(tmp_path, ["0121"])
+    target = layout.target_path(tmp_path, "demo", "z_zeroscope", "0121")
+    target.parent.mkdir(parents=True)
+    np.save(target, np.zeros(LATENT, dtype=np.float32))
+    write_json(target.parent / "manifest.json", {"flags": {"preset": "default"}})
+    with pytest.raises(ValueError, match=r"--preset 'tiny' does not match .* made with preset 'default'"):
+        run(tmp_path, "--caption-from", "none")
+

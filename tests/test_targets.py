@@ -266,3 +266,16 @@ def test_bmd_samples_sampling_and_shapes(bmd_root: Path, bmd_sample_videos: list
     for target, shape in {"blip": (17, 32), "clip": (16,), "clip_frames": (15, 16), "clip_text": (16,)}.items():
         assert np.load(layout.target_path(bmd_root, "bmd", target, names[1])).shape == shape
     assert set(read_json(layout.captions_path(bmd_root, "bmd"))) == set(names)
+
+
+def test_split_done_and_summary(tmp_path, capsys):
+    jobs = [targets.Job(name, tmp_path / f"{name}.mp4") for name in ("a", "b", "c")]
+    todo, skipped = targets.split_done(jobs, lambda stimulus: stimulus == "b")
+    assert [j.stimulus for j in todo] == ["a", "c"] and skipped == ["b"]
+    todo, skipped = targets.split_done(jobs, lambda stimulus: True, overwrite=True)
+    assert len(todo) == 3 and skipped == []
+    stats = targets.RunStats(written=["a"], skipped=["b"], failed={"c": "c.mp4 is not a video"})
+    assert targets.print_summary(stats, tmp_path) == 1
+    assert "FAILED c: c.mp4 is not a video" in capsys.readouterr().out
+    assert targets.print_summary(targets.RunStats(written=["a"]), tmp_path) == 0
+

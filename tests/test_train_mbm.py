@@ -97,6 +97,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         run(tmp_path, "--epochs", "3", "--run", "split", **one)
     with pytest.raises(ValueError, match="lr: saved 0.003, given 0.001"):
         train_mbm.main(["--data-root", str(tmp_path), "--preset", "tiny", "--batch-size", "32", "--lr", "1e-3", "--warmup-epochs", "0.5", "--epochs", "3", "--run", "split", "--resume", "--subjects", "1"])
+    with pytest.raises(ValueError, match="norm: saved 'global', given 'vertex'"):  # the samples must not change either
+        run(tmp_path, "--epochs", "3", "--run", "split", "--resume", "--norm", "vertex", **one)
     assert run(tmp_path, "--epochs", "3", "--run", "split", "--resume", **one) == 0
     whole = load_file(str(layout.checkpoint_dir(tmp_path, "mbm", "whole") / "last.safetensors"))
     resumed = load_file(str(split_dir / "last.safetensors"))

@@ -117,3 +117,12 @@ def test_default_missing_model_path_names_it(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(zoo.ModelNotAvailableError, match="local path .*empty"):
         zoo.load_zeroscope("default", model_path=tmp_path / "empty", parts=("vae",))
+
+
+def test_model_source_for_manifests() -> None:
+    assert zoo.model_source("default", None, zoo.BLIP_ID) == zoo.BLIP_ID
+    assert zoo.model_source("tiny", None, zoo.BLIP_ID) == "tiny"
+    assert zoo.model_source("default", "/models/blip", zoo.BLIP_ID) == "/models/blip"
+    with pytest.raises(ValueError, match="Unknown preset='huge'"):
+        zoo.model_source("huge", None, zoo.BLIP_ID)
+

@@ -27,8 +27,16 @@ from tqdm import tqdm
 
 from utils import layout
 from utils.datasets import N_GROUP41, canonical_stimulus, find_subject_folder, get_spec, load_annotations, subject_folder
-from utils.io import atomic_path, is_complete_npy, save_npy
-from utils.prepare import NAN_POLICIES, Prepared, Trials, finish_prepared, is_prepared, prepared_summary
+from utils.io import is_complete_npy, save_npy
+from utils.prepare import (
+    Prepared,
+    Trials,
+    check_nan_policy,
+    finish_prepared,
+    prepared_summary,
+    skipped_summary,
+    write_prepared_array,
+)
 
 _REP_RE = re.compile(r"^(?P<stim>.+)_rep(?P<k>\d+)\.npy$")
 _NUM_RE = re.compile(r"^(?P<stim>.+)_(?P<k>\d+)\.npy$")
@@ -241,22 +249,21 @@ def write_prepared_from_indiv(
 ) -> dict:
     """Read a subject's indiv folder and write the prepared layout (array, trials CSV, summary).
 
-    NaN trials get the policy of ``utils.prepare`` (``drop`` or ``zero``). The summary (``<roi_set>_prepared.json``, the completion mark that ``utils.prepare``
-    checks) is written last. A subject already prepared is skipped unless ``overwrite``.
+    NaN trials get the policy of ``utils.prepare`` (``drop`` or ``zero``). The summary
+    (``<roi_set>_prepared.json``, the completion mark that ``utils.prepare`` checks) is
+    written last. A subject already prepared is skipped (its summary returned with
+    ``skipped``) unless ``overwrite``.
     """
-    if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"Unknown nan_policy={nan_policy!r}. Use one of {NAN_POLICIES}.")
-    spec = get_spec(dataset)
-    folder = find_subject_folder(data_root, dataset, subject)
-    if not overwrite and is_prepared(data_root, dataset, subject, roi_set):
-        return {"dataset": dataset, "subject": subject, "skipped": True}
-    source = layout.indiv_dir(data_root, dataset, folder, roi_set, spec.suffix)
+    check_nan_policy(nan_policy)
+    done = skipped_summary(data_root, dataset, subject, roi_set, overwrite)
+    if done is not None:
+        return done
+    source = subject_indiv_dir(data_root, dataset, subject, roi_set)
     betas, trials = read_indiv(source, dataset, data_root=data_root, subject=subject, progress=True)
     nan_mask = np.isnan(betas).any(axis=1)  # (T,)
     keep = ~nan_mask if nan_policy == "drop" else np.ones(len(trials), dtype=bool)
     betas, kept = np.nan_to_num(betas[keep], nan=0.0), trials.select(keep)
-    array_path = layout.prepared_array_path(data_root, dataset, folder, roi_set)
-    with atomic_path(array_path, suffix=".tmp.npy") as tmp:
+    with write_prepared_array(data_root, dataset, subject, roi_set) as tmp:
         np.save(tmp, betas)
     summary = prepared_summary(dataset, subject, roi_set, source, trials, nan_mask, keep, nan_policy, betas.shape[1])
     finish_prepared(data_root, dataset, subject, roi_set, kept, summary)

@@ -17,9 +17,14 @@ def root(data_root: str | Path | None = None) -> Path:
     return Path(data_root) if data_root is not None else DEFAULT_DATA_ROOT
 
 
+def dataset_betas_dir(data_root: str | Path | None, dataset: str) -> Path:
+    """``betas_cifti_<ds>/``: the parent of every subject folder of a dataset."""
+    return root(data_root) / f"betas_cifti_{dataset}"
+
+
 def betas_dir(data_root: str | Path | None, dataset: str, subject_folder: str) -> Path:
     """``betas_cifti_<ds>/<subNN>/``: everything about one subject's fMRI."""
-    return root(data_root) / f"betas_cifti_{dataset}" / subject_folder
+    return dataset_betas_dir(data_root, dataset) / subject_folder
 
 
 def pickle_path(data_root: str | Path | None, dataset: str, subject_folder: str, roi_set: str, suffix: str) -> Path:
@@ -35,6 +40,11 @@ def prepared_array_path(data_root: str | Path | None, dataset: str, subject_fold
 def prepared_trials_path(data_root: str | Path | None, dataset: str, subject_folder: str, roi_set: str) -> Path:
     """Prepared layout: the trials table (stimulus, repeat, split), one row per array row."""
     return betas_dir(data_root, dataset, subject_folder) / f"{roi_set}_trials.csv"
+
+
+def prepared_summary_path(data_root: str | Path | None, dataset: str, subject_folder: str, roi_set: str) -> Path:
+    """Prepared layout: ``<roi_set>_prepared.json``, the summary written last (the completion mark)."""
+    return betas_dir(data_root, dataset, subject_folder) / f"{roi_set}_prepared.json"
 
 
 def indiv_dir(data_root: str | Path | None, dataset: str, subject_folder: str, roi_set: str, suffix: str) -> Path:
@@ -82,9 +92,29 @@ def embeddings_path(data_root: str | Path | None, run: str, dataset: str, subjec
     return embeddings_dir(data_root, run) / dataset / f"{subject_folder}.npy"
 
 
+def predictions_root(data_root: str | Path | None) -> Path:
+    """``predictions/``: one folder per regression run."""
+    return root(data_root) / "predictions"
+
+
+def predictions_run_dir(data_root: str | Path | None, run: str) -> Path:
+    """``predictions/<run>/``: one regression run (per-target folders, metrics, manifest)."""
+    return predictions_root(data_root) / run
+
+
+def regression_metrics_path(data_root: str | Path | None, run: str) -> Path:
+    """``predictions/<run>/metrics.json``: regress.py's metrics of one run."""
+    return predictions_run_dir(data_root, run) / "metrics.json"
+
+
 def predictions_dir(data_root: str | Path | None, run: str, target: str) -> Path:
     """``predictions/<run>/<target>/``: one ``<stim>.npy`` per predicted stimulus."""
-    return root(data_root) / "predictions" / run / target
+    return predictions_run_dir(data_root, run) / target
+
+
+def prediction_path(data_root: str | Path | None, run: str, target: str, stimulus: str) -> Path:
+    """``predictions/<run>/<target>/<stim>.npy``; HAD stimuli keep their ``<Class>/`` subfolder."""
+    return predictions_dir(data_root, run, target) / f"{stimulus}.npy"
 
 
 def subject_predictions_dir(data_root: str | Path | None, run: str, target: str, dataset: str, subject_folder: str) -> Path:

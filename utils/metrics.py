@@ -212,9 +212,10 @@ def n_way_top1_classification(
     """Semantic n-way top-1 accuracy (MinD-Video protocol) per sample (N, C), (N, C) -> (N,).
 
     The classifier's ``gt_top_k`` most probable classes on the ground truth are its classes
-    (1 = MinD-Video). In each trial ``n_way - 1`` distractor classes are drawn from the other
-    classes; the trial is correct when the reconstruction's probability of a ground-truth
-    class is strictly higher than that of every distractor. Chance is ``1 / n_way``.
+    (1 = MinD-Video, 3 = the protocol of later papers). In each trial ``n_way - 1`` distractor
+    classes are drawn from the other classes; the trial is correct when the reconstruction's
+    probability of a ground-truth class is strictly higher than that of every distractor.
+    Chance is ``classification_chance(n_way, gt_top_k)``.
     """
     pred_probs = np.asarray(pred_probs, dtype=np.float64)
     true_probs = np.asarray(true_probs, dtype=np.float64)
@@ -234,6 +235,11 @@ def n_way_top1_classification(
         picks = np.stack([rng.choice(others, size=n_way - 1, replace=False) for _ in range(n_trials)])  # (trials, n-1)
         accuracy[i] = (best_gt > probs[picks].max(axis=1)).mean()
     return accuracy
+
+
+def classification_chance(n_way: int, gt_top_k: int = 1) -> float:
+    """Chance of ``n_way_top1_classification``: the best of k ground-truth classes beats n-1 others."""
+    return gt_top_k / (gt_top_k + n_way - 1)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -344,8 +350,8 @@ def _model_device_dtype(model) -> tuple:
     return param.device, param.dtype
 
 
-def image_class_probs(model, processor, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Softmax class probabilities of an image classifier on each frame: uint8 (T, H, W, 3) -> (T, C) float64."""
+def _per_frame_batches(model, processor, frames: np.ndarray, batch_size: int, forward) -> np.ndarray:
+    """``forward(pixel_values (B, 3, h, w)) -> (B, K)`` over uint8 (T, H, W, 3) frames in batches -> (T, K) float64."""
     import torch
 
     device, dtype = _model_device_dtype(model)
@@ -353,9 +359,17 @@ def image_class_probs(model, processor, frames: np.ndarray, batch_size: int = 32
     with torch.inference_mode():
         for start in range(0, len(frames), batch_size):
             batch = processor(images=list(frames[start : start + batch_size]), return_tensors="pt")
-            logits = model(pixel_values=batch["pixel_values"].to(device, dtype)).logits  # (B, C)
-            out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+            out.append(forward(batch["pixel_values"].to(device, dtype)).cpu().numpy())
     return np.concatenate(out).astype(np.float64)
+
+
+def image_class_probs(model, processor, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Softmax class probabilities of an image classifier on each frame: uint8 (T, H, W, 3) -> (T, C) float64."""
+    import torch
+
+    return _per_frame_batches(
+        model, processor, frames, batch_size, lambda pixels: torch.softmax(model(pixel_values=pixels).logits.float(), dim=-1),  # (B, C)
+    )
 
 
 def video_class_probs(model, processor, clips: list[np.ndarray], batch_size: int = 8) -> np.ndarray:
@@ -381,16 +395,9 @@ def video_class_probs(model, processor, clips: list[np.ndarray], batch_size: int
 
 def clip_image_embeddings(model, processor, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """CLIP image embeddings (projected, not normalised) of each frame: uint8 (T, H, W, 3) -> (T, D) float64."""
-    import torch
-
-    device, dtype = _model_device_dtype(model)
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(frames), batch_size):
-            batch = processor(images=list(frames[start : start + batch_size]), return_tensors="pt")
-            emb = model.get_image_features(pixel_values=batch["pixel_values"].to(device, dtype))
-            out.append(_as_tensor(emb).float().cpu().numpy())
-    return np.concatenate(out).astype(np.float64)
+    return _per_frame_batches(
+        model, processor, frames, batch_size, lambda pixels: _as_tensor(model.get_image_features(pixel_values=pixels)).float(),
+    )
 
 
 def clip_text_embeddings(model, processor, texts: list[str], batch_size: int = 64) -> np.ndarray:

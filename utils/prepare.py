@@ -66,6 +66,31 @@ class Prepared:
     trials: Trials
 
 
+def check_nan_policy(nan_policy: str) -> None:
+    """Raise for a NaN policy other than those in ``NAN_POLICIES``."""
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"Unknown nan_policy={nan_policy!r}. Use one of {NAN_POLICIES}.")
+
+
+def skipped_summary(data_root: str | Path | None, dataset: str, subject: int, roi_set: str, overwrite: bool) -> dict | None:
+    """The summary (with ``skipped``) of a subject already prepared, unless ``overwrite``; else None."""
+    if overwrite or not is_prepared(data_root, dataset, subject, roi_set):
+        return None
+    folder = find_subject_folder(data_root, dataset, subject)
+    return {**read_json(layout.prepared_summary_path(data_root, dataset, folder, roi_set)), "skipped": True}
+
+
+def write_prepared_array(data_root: str | Path | None, dataset: str, subject: int, roi_set: str):
+    """Context manager giving the temporary path of the prepared array; renamed into place on success.
+
+    Removes an old summary (the completion mark) first, so that an interrupted rewrite is
+    never taken as complete.
+    """
+    folder = find_subject_folder(data_root, dataset, subject)
+    layout.prepared_summary_path(data_root, dataset, folder, roi_set).unlink(missing_ok=True)
+    return atomic_path(layout.prepared_array_path(data_root, dataset, folder, roi_set), suffix=".tmp.npy")
+
+
 def expected_rows(spec: DatasetSpec, array: ArraySpec, subject: int) -> int | None:
     """Rows an array must have (None when the dataset's size is a flag, as for the demo)."""
     if spec.name == "demo":
@@ -177,9 +202,10 @@ def read_trials_csv(path: Path) -> Trials:
 
 
 def _paths(data_root: str | Path | None, dataset: str, folder: str, roi_set: str) -> tuple[Path, Path, Path]:
+    """The prepared array, trials table and summary of one subject folder."""
     array_path = layout.prepared_array_path(data_root, dataset, folder, roi_set)
     trials_path = layout.prepared_trials_path(data_root, dataset, folder, roi_set)
-    return array_path, trials_path, array_path.with_name(f"{roi_set}_prepared.json")
+    return array_path, trials_path, layout.prepared_summary_path(data_root, dataset, folder, roi_set)
 
 
 def is_prepared(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = "Group41") -> bool:
@@ -209,15 +235,14 @@ def prepare_subject(
     Skips a subject that is already prepared unless ``overwrite``. The summary has the
     shape, trial counts per split, NaN counts and the policy applied.
     """
-    if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"Unknown nan_policy={nan_policy!r}. Use one of {NAN_POLICIES}.")
+    check_nan_policy(nan_policy)
     spec = get_spec(dataset)
     if roi_set != "Group41":
         raise ValueError(f"roi_set={roi_set!r}: the published pickles hold Group41 only.")
+    done = skipped_summary(data_root, dataset, subject, roi_set, overwrite)
+    if done is not None:
+        return done
     folder = find_subject_folder(data_root, dataset, subject)
-    array_path, _, summary_path = _paths(data_root, dataset, folder, roi_set)
-    if not overwrite and is_prepared(data_root, dataset, subject, roi_set):
-        return {**read_json(summary_path), "skipped": True}
     pkl = layout.pickle_path(data_root, dataset, folder, roi_set, spec.suffix)
     if not pkl.exists():
         hint = "--dataset demo" if dataset == "demo" else f"--dataset {dataset} --subjects {subject}"
@@ -230,7 +255,7 @@ def prepare_subject(
     keep = ~nan_mask if nan_policy == "drop" else np.ones(len(trials), dtype=bool)
     kept = trials.select(keep)
 
-    with atomic_path(array_path, suffix=".tmp.npy") as tmp:
+    with write_prepared_array(data_root, dataset, subject, roi_set) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(kept), n_vertices))
         write_row = 0
         for key, start, count in blocks:

@@ -31,6 +31,7 @@ Default sizes take about 8-15 s on a 2-core CPU (bench/results_synthetic_demo.md
 """
 from __future__ import annotations
 
+import argparse
 import pickle
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from utils import layout
+from utils.cli import nonnegative_float, positive_int
 from utils.datasets import DEMO, annotations_path, numbered_stimulus, stimulus_path, subject_folder
 from utils.io import atomic_path, read_json, write_json, write_text
 from utils.rois import GROUP41, get_roi_set, roi_indices
@@ -346,6 +348,29 @@ def annotation(design: Design, split: str, name: str, rng: np.random.Generator) 
     }
 
 
+DEMO_FLAGS = ("n_subjects", "n_train", "n_test", "size", "n_frames", "fps", "snr")
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser, help_prefix: str = "demo: ") -> None:
+    """Add the size flags of ``make_demo`` (``--n-subjects`` ... ``--snr``, its defaults) to ``parser``."""
+    flags = [
+        ("--n-subjects", positive_int, 2, "number of subjects"),
+        ("--n-train", positive_int, 120, "train videos"),
+        ("--n-test", positive_int, 24, "test videos"),
+        ("--size", positive_int, 64, "video side in pixels"),
+        ("--n-frames", positive_int, 24, "frames per video"),
+        ("--fps", positive_int, 8, "frame rate"),
+        ("--snr", nonnegative_float, 1.0, "signal-to-noise ratio of the synthetic fMRI"),
+    ]
+    for flag, kind, default, text in flags:
+        parser.add_argument(flag, type=kind, default=default, help=f"{help_prefix}{text} (default: %(default)s)")
+
+
+def demo_settings(args: argparse.Namespace) -> dict:
+    """The ``make_demo`` keyword arguments from flags added by ``add_demo_arguments``."""
+    return {name: getattr(args, name) for name in DEMO_FLAGS}
+
+
 def _check_args(n_subjects: int, n_train: int, n_test: int, size: int, n_frames: int, fps: float, snr: float) -> None:
     """Raise ValueError naming the first bad parameter."""
     checks = [
@@ -377,7 +402,7 @@ def _remove_stale(data_root: str | Path | None, names: list[str], n_subjects: in
     for path in sorted(video_dir.glob("[0-9][0-9][0-9][0-9].mp4")):
         if path.stem not in keep:
             removed.append(path)
-    betas_root = layout.root(data_root) / f"betas_cifti_{DEMO.name}"
+    betas_root = layout.dataset_betas_dir(data_root, DEMO.name)
     for folder in sorted(betas_root.glob("sub[0-9][0-9]")):
         if int(folder.name[3:]) > n_subjects:
             path = layout.pickle_path(data_root, DEMO.name, folder.name, ROI_SET, DEMO.suffix)
