@@ -1,0 +1,41 @@
+"""Every stage command shown in the README parses with that script's own flags."""
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def readme_commands() -> list[list[str]]:
+    """(script, *args) of each `python X.py ...` / `accelerate launch ... X.py ...` line."""
+    text = (REPO / "README.md").read_text()
+    commands = []
+    for line in re.findall(r"^(?:python|accelerate launch) [^\n]+", text, re.M):
+        tokens = shlex.split(line.split("#")[0])
+        tokens = tokens[2:] if tokens[0] == "accelerate" else tokens[1:]
+        while tokens and tokens[0].startswith("--"):  # accelerate's own flags
+            tokens = tokens[2:]
+        if tokens and tokens[0].endswith(".py"):
+            commands.append(tokens)
+    return commands
+
+
+def test_readme_shows_the_two_commands_and_every_stage():
+    text = (REPO / "README.md").read_text()
+    assert "pip install -r requirements.txt && python run_pipeline.py" in text
+    assert "python -m pytest -q" in text and "python -m pytest -q" in (REPO / ".ci" / "run").read_text()
+    scripts = {c[0] for c in readme_commands()}
+    assert {"download_data.py", "extract_targets_zeroscope.py", "extract_targets_blip.py", "train_mbm.py",
+            "finetune_contrastive.py", "regress.py", "reconstruct_zeroscope.py", "evaluate.py"} <= scripts
+
+
+@pytest.mark.parametrize("command", readme_commands(), ids=lambda c: " ".join(c)[:60])
+def test_readme_command_parses(command, monkeypatch):
+    monkeypatch.chdir(REPO)
+    module = importlib.import_module(command[0].removesuffix(".py"))
+    parse = getattr(module, "parse_args", None) or (lambda argv: module.build_parser().parse_args(argv))
+    parse(command[1:])
