@@ -345,6 +345,7 @@ def export(args, run: str, ckpt_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Fine-tune an MBM encoder against CLIP targets, then export embeddings for every trial; 0 on success."""
     args = build_parser().parse_args(argv)
     run = args.run or args.preset
     ckpt_dir = layout.checkpoint_dir(args.data_root, STAGE, run)

@@ -400,6 +400,7 @@ def input_path(args: argparse.Namespace, part: SubjectRows) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Fit each target's regressor, save test predictions and metrics; 0 on success."""
     args = parse_args(argv)
     seed_everything(args.seed)
     device = resolve_device(args.device)

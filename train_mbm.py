@@ -128,6 +128,7 @@ def save_training_state(run_dir: Path, accelerator, optimizer, scheduler, state:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Pretrain (or resume) the masked brain model; 0 on success."""
     args = build_parser().parse_args(argv)
     run = args.run or args.preset
     run_dir = layout.checkpoint_dir(args.data_root, STAGE, run)
