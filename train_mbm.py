@@ -34,6 +34,7 @@ from tqdm import tqdm
 from models.mbm import (
     MaskedBrainModel,
     append_log,
+    checkpoint_step,
     config_from_preset,
     cosine_warmup_factor,
     load_mbm,
@@ -210,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     progress = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "loss_sum": 0.0, "loss_count": 0, "best_val": None, "complete": False, "seconds": 0.0, "last_train_loss": None}
     if previous is not None:
-        load_state_strict(model, read_safetensors(run_dir / "last.safetensors"), str(run_dir / "last.safetensors"))
+        last = run_dir / "last.safetensors"
+        load_state_strict(model, read_safetensors(last), str(last))
+        if checkpoint_step(last) not in (None, previous["step"]):
+            raise RuntimeError(
+                f"--resume: {last} holds step {checkpoint_step(last)} but train_state.pt step {previous['step']}: "
+                "the run was interrupted while saving. Start it again with --overwrite (or a new --run)."
+            )
         optimizer.load_state_dict(previous["optimizer"])
         scheduler.load_state_dict(previous["scheduler"])
         progress.update({k: previous[k] for k in progress})
@@ -276,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if stopped:
             if accelerator.is_main_process:
                 progress["loss_sum"], progress["loss_count"] = float(totals[0]), int(totals[1])
-                save_checkpoint(run_dir, "last", accelerator.unwrap_model(model))
+                save_checkpoint(run_dir, "last", accelerator.unwrap_model(model), step=progress["step"])
             save_training_state(run_dir, accelerator, optimizer, scheduler, progress)
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
@@ -292,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                     accelerator.unwrap_model(model), val_set, args.batch_size, device, model_config.mask_ratio, args.seed, accelerator.autocast
                 )
             unwrapped = accelerator.unwrap_model(model)
-            save_checkpoint(run_dir, "last", unwrapped)
+            save_checkpoint(run_dir, "last", unwrapped, step=progress["step"])
             score = val_loss if len(val_set) else train_loss
             if score is not None and (progress["best_val"] is None or score < progress["best_val"]):
                 progress["best_val"] = score

@@ -399,18 +399,34 @@ def mbm_config_from_dict(values: dict[str, Any], source: str) -> MBMConfig:
     return MBMConfig(**values)
 
 
-def save_checkpoint(directory: str | Path, name: str, model: nn.Module, config: dict[str, Any] | None = None) -> Path:
-    """Write ``<directory>/<name>.safetensors`` atomically (and ``config.json`` when given)."""
+def save_checkpoint(
+    directory: str | Path, name: str, model: nn.Module, config: dict[str, Any] | None = None, step: int | None = None
+) -> Path:
+    """Write ``<directory>/<name>.safetensors`` atomically (and ``config.json`` when given).
+
+    ``step`` (the optimizer step the weights belong to) goes into the file's metadata, so a
+    resume can check that weights and optimizer state were saved together.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = directory / f"{name}.safetensors"
+    metadata = {"format": "pt"} if step is None else {"format": "pt", "step": str(step)}
     with atomic_path(path, suffix=".tmp.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
+        save_file(state, str(tmp), metadata=metadata)
     if config is not None:
         write_json(directory / CONFIG_NAME, config)
     return path
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The optimizer step recorded by ``save_checkpoint`` (None when the file has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        step = (handle.metadata() or {}).get("step")
+    return int(step) if step is not None else None
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:

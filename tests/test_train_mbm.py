@@ -109,6 +109,21 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert [(r["step"], r["train_loss"], r["val_loss"]) for r in a] == [(r["step"], r["train_loss"], r["val_loss"]) for r in b]
 
 
+def test_resume_refuses_weights_saved_without_their_optimizer_state(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    make_structured(tmp_path, subjects=(1,))
+    one = {"subjects": ("1",)}
+    assert run(tmp_path, "--epochs", "3", "--run", "cut", "--stop-after-steps", "2", **one) == 0
+    last = layout.checkpoint_dir(tmp_path, "mbm", "cut") / "last.safetensors"
+    with safe_open(str(last), framework="pt") as handle:
+        assert handle.metadata()["step"] == "2"
+    save_file(load_file(str(last)), str(last), metadata={"format": "pt", "step": "3"})  # crash between the two saves
+    with pytest.raises(RuntimeError, match="holds step 3 but train_state.pt step 2"):
+        run(tmp_path, "--epochs", "3", "--run", "cut", "--resume", **one)
+
+
 def test_bad_inputs(tmp_path):
     make_structured(tmp_path, subjects=(1,))
     with pytest.raises(FileNotFoundError, match="download_data.py --dataset demo --subjects 5 --prepare"):
