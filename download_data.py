@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 
 from utils import download, layout
-from utils.cli import common_parser, nonnegative_float
+from utils.cli import common_parser, nonnegative_float, parse_args
 from utils.datasets import DatasetSpec, check_subjects, find_subject_folder, get_spec, parse_subject
 from utils.indiv import subject_indiv_dir, write_indiv, write_prepared_from_indiv
 from utils.io import write_manifest
@@ -35,12 +35,11 @@ from utils.synthetic import add_demo_arguments, demo_settings, make_demo
 
 def build_parser():
     """The common flags plus this stage's own."""
-    parser = common_parser(__doc__, default_dataset="demo")
+    parser = common_parser(__doc__, roi_set=True)
     parser.add_argument(
         "--what", nargs="+", choices=download.WHAT, default=["betas", "metadata", "stimuli"],
         help="what to download for a real dataset (default: %(default)s)",
     )
-    parser.add_argument("--roi-set", default="Group41", help="ROI set of the pickles (default: %(default)s)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be fetched or converted; write nothing")
     parser.add_argument("--retries", type=int, default=5, help="extra attempts per file after a network failure (default: %(default)s)")
     parser.add_argument("--backoff", type=nonnegative_float, default=2.0, help="first wait between attempts in seconds, doubled each time (default: %(default)s)")
@@ -172,7 +171,7 @@ def run_convert(args, spec: DatasetSpec) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parse flags and run the download, the demo or the conversions."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if args.prepare and args.from_indiv:
         parser.error("--prepare and --from-indiv both write the prepared layout: choose one.")
     if args.retries < 0:

@@ -37,16 +37,17 @@ import json
 import re
 import sys
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from models import zoo
 from utils import layout, metrics, report
-from utils.cli import common_parser, positive_int, resolve_device, resolve_dtype, seed_everything
+from utils.cli import common_parser, parse_args, positive_int, resolve_device, resolve_dtype
 from utils.datasets import get_spec, load_annotations, stimulus_path
 from utils.io import read_json, sha256_file, write_json, write_manifest, write_text
+from utils.seeds import seed_everything, stimulus_seed
 from utils.video import read_video, resize_frames, video_info, write_mp4
 
 STAGE = "evaluate"
@@ -55,7 +56,7 @@ HEADLINE = ("ssim", "psnr", "clip_2way_identification", "video_2way", "image_2wa
 
 def build_parser():
     """Common flags plus the evaluation settings."""
-    parser = common_parser(__doc__)
+    parser = common_parser(__doc__, presets=zoo.PRESETS)
     parser.add_argument(
         "--reconstructions", nargs="+", default=None, metavar="RUN",
         help="reconstruction runs to evaluate (folders under reconstructions/); default: every run found",
@@ -170,17 +171,11 @@ def fingerprint(clips: list[tuple[str, Path]], extra_files: list[Path], settings
     return digest.hexdigest()
 
 
-def clip_seed(seed: int, stimulus: str) -> int:
-    """Seed of the n-way draws of one clip: independent of which other clips are evaluated."""
-    return (seed * 1_000_003 + zlib.crc32(stimulus.encode("utf-8"))) % (2**32)
-
-
 # ---------------------------------------------------------------------------------- models
 
 
 def load_models(args, device: str, dtype) -> dict[str, Any]:
     """CLIP, image and video classifiers of the preset (models/zoo.py)."""
-    from models import zoo
 
     return {
         "clip": zoo.load_clip(args.preset, args.clip_path, device=device, dtype=dtype),
@@ -232,7 +227,7 @@ def semantic_scores(args, scores: RunScores, models: dict[str, Any], stim: str, 
     t_probs = metrics.image_class_probs(image_model, image_proc, true, args.batch_size)
     for n_way in args.n_ways:
         if n_way - 1 <= p_probs.shape[1] - args.gt_top_k:
-            acc = metrics.n_way_top1_classification(p_probs, t_probs, n_way, args.n_trials, args.gt_top_k, clip_seed(args.seed, stim))
+            acc = metrics.n_way_top1_classification(p_probs, t_probs, n_way, args.n_trials, args.gt_top_k, stimulus_seed(args.seed, stim))
             scores.add(f"image_{n_way}way", acc.mean())
     clip_model, clip_proc = models["clip"]
     p_emb = metrics.clip_image_embeddings(clip_model, clip_proc, pred, args.batch_size)  # (n, D)
@@ -323,7 +318,7 @@ def _semantic_summary(args, stimuli, scores: RunScores, models, captions, humans
             skipped[name] = "the video classifier has too few classes"
             continue
         acc = np.array([
-            metrics.n_way_top1_classification(p_probs[i : i + 1], t_probs[i : i + 1], n_way, args.n_trials, args.gt_top_k, clip_seed(args.seed, s))[0]
+            metrics.n_way_top1_classification(p_probs[i : i + 1], t_probs[i : i + 1], n_way, args.n_trials, args.gt_top_k, stimulus_seed(args.seed, s))[0]
             for i, s in enumerate(stimuli)
         ])
         scores.columns[name] = list(acc)
@@ -458,7 +453,7 @@ def headline(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Evaluate each run; returns 0 on success."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     check_args(parser, args)
     seed_everything(args.seed)
     runs = args.reconstructions or find_runs(args.data_root)

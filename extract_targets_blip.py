@@ -40,16 +40,17 @@ import numpy as np
 from models import targets, zoo
 from models.captioning import CaptionSettings, caption_embeddings, embedding_shape
 from utils import layout
-from utils.cli import common_parser, positive_int, resolve_device, resolve_dtype, seed_everything
+from utils.cli import common_parser, parse_args, positive_int, resolve_device, resolve_dtype
 from utils.datasets import annotations_path, load_annotations
 from utils.io import is_complete_npy, read_json, save_npy, write_json, write_manifest
+from utils.seeds import seed_everything
 
 TARGETS = ("blip", "clip", "clip_frames", "clip_text")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Common flags plus this stage's own."""
-    parser = common_parser(__doc__)
+    parser = common_parser(__doc__, presets=zoo.PRESETS)
     parser.add_argument("--subset", default="all", choices=targets.SUBSETS, help="stimuli to process (default: %(default)s)")
     parser.add_argument("--stimuli", nargs="+", default=None, metavar="STIM", help="process only these stimuli (default: every stimulus of --subset)")
     parser.add_argument("--image-size", type=positive_int, default=None, help="BLIP input size (default: 240 for --preset default, 32 for tiny)")
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     """Extract the embeddings and captions; returns 0, or 1 when some videos could not be decoded."""
     from tqdm import tqdm
 
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     seed_everything(args.seed)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)

@@ -34,15 +34,16 @@ import numpy as np
 
 from models import targets, zoo
 from utils import layout
-from utils.cli import common_parser, positive_int, resolve_device, resolve_dtype, seed_everything
+from utils.cli import common_parser, parse_args, positive_int, resolve_device, resolve_dtype
 from utils.io import is_complete_npy, save_npy, write_manifest
+from utils.seeds import seed_everything
 
 TARGET = "z_zeroscope"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Common flags plus this stage's own."""
-    parser = common_parser(__doc__)
+    parser = common_parser(__doc__, presets=zoo.PRESETS)
     parser.add_argument("--subset", default="all", choices=targets.SUBSETS, help="stimuli to process (default: %(default)s)")
     parser.add_argument("--stimuli", nargs="+", default=None, metavar="STIM", help="process only these stimuli (default: every stimulus of --subset)")
     parser.add_argument("--size", type=positive_int, default=None, help="square frame size before encoding (default: 268 for --preset default, 64 for tiny)")
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     """Extract the latents; returns 0, or 1 when some videos could not be decoded."""
     from tqdm import tqdm
 
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     seed_everything(args.seed)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models import zoo
 from models.contrastive import POOL_MODES, BrainCLIP, HeadConfig, clip_loss, embed, parameter_groups
 from models.mbm import (
     MaskedBrainModel,
@@ -56,16 +57,16 @@ from utils.brain_data import (
     TrialSet,
     build_items,
     epoch_batches,
-    fraction_type,
     holdout_by_source,
     limit_items,
     load_sources,
-    load_stimulus_targets,
     steps_per_epoch,
 )
-from utils.cli import common_parser, nonnegative_float, positive_int, resolve_device, seed_everything
+from utils.cli import common_parser, fraction, nonnegative_float, parse_args, positive_int, resolve_device
 from utils.io import atomic_path, is_complete_npy, read_json, save_npy, write_manifest
 from utils.metrics import n_way_identification, top_k_retrieval
+from utils.seeds import seed_everything
+from utils.targets import load_targets
 
 STAGE = "contrastive"
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_top1", "lr", "temperature", "samples_per_s", "seconds")
@@ -75,7 +76,7 @@ RUN_FILES = ("last.safetensors", "best.safetensors", "config.json", "log.csv", "
 
 def build_parser():
     """Common flags plus this stage's own."""
-    parser = common_parser(__doc__, multi_dataset=True)
+    parser = common_parser(__doc__, presets=zoo.PRESETS, multi_dataset=True, roi_set=True)
     parser.set_defaults(batch_size=32)
     parser.add_argument("--run", default=None, help="run name: checkpoints/contrastive/<run>/ and embeddings/<run>/ (default: the --preset name)")
     parser.add_argument(
@@ -94,15 +95,14 @@ def build_parser():
     parser.add_argument("--pool", default="tokens", choices=POOL_MODES, help="tokens: each encoder token reduced to --token-dim values, kept by position; mean: the average token (Mind-Vis) (default: %(default)s)")
     parser.add_argument("--token-dim", type=positive_int, default=8, help="values per token with --pool tokens (default: %(default)s)")
     parser.add_argument("--hidden-dim", type=int, default=0, help="hidden width of the projection head, 0 = linear (default: %(default)s)")
-    parser.add_argument("--dropout", type=fraction_type, default=0.1, help="dropout before the projection (default: %(default)s)")
+    parser.add_argument("--dropout", type=fraction, default=0.1, help="dropout before the projection (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=0.07, help="initial softmax temperature (learned) (default: %(default)s)")
     parser.add_argument("--train-input", default="averaged", choices=INPUT_MODES, help="train on each stimulus's mean over repeats or on single trials (default: %(default)s)")
     parser.add_argument("--recon-weight", type=nonnegative_float, default=0.0, help="weight of the MBM masked-patch loss regulariser, 0 = off (default: %(default)s)")
-    parser.add_argument("--mask-ratio", type=fraction_type, default=None, help="mask ratio of the regulariser (default: the MBM checkpoint's)")
-    parser.add_argument("--val-fraction", type=fraction_type, default=0.1, help="fraction of train stimuli held out to pick the best epoch (default: %(default)s)")
+    parser.add_argument("--mask-ratio", type=fraction, default=None, help="mask ratio of the regulariser (default: the MBM checkpoint's)")
+    parser.add_argument("--val-fraction", type=fraction, default=0.1, help="fraction of train stimuli held out to pick the best epoch (default: %(default)s)")
     parser.add_argument("--export", default="features", choices=EXPORTS, help="embeddings to export: pooled encoder features or the CLIP-space projection (default: %(default)s)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: %(default)s)")
-    parser.add_argument("--roi-set", default="Group41", help="prepared ROI set to read (default: %(default)s)")
     return parser
 
 
@@ -127,7 +127,7 @@ def target_tables(data_root: str, sources: list, targets: list[str]) -> dict[str
     tables: dict[str, dict[str, np.ndarray]] = {}
     for dataset in dict.fromkeys(s.dataset for s in sources):
         stimuli = sorted({stim for s in sources if s.dataset == dataset for stim in s.prepared.trials.stimulus})
-        per_target = [load_stimulus_targets(data_root, dataset, t, stimuli) for t in targets]
+        per_target = [load_targets(data_root, dataset, t, stimuli, pool=True)[0] for t in targets]
         dims = {t: m.shape[1] for t, m in zip(targets, per_target, strict=True)}
         if len(set(dims.values())) > 1:
             raise ValueError(f"--targets {targets} of {dataset} have different sizes {dims}; align to targets of one size.")
@@ -346,7 +346,7 @@ def export(args, run: str, ckpt_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Fine-tune an MBM encoder against CLIP targets, then export embeddings for every trial; 0 on success."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     run = args.run or args.preset
     ckpt_dir = layout.checkpoint_dir(args.data_root, STAGE, run)
     if args.overwrite:

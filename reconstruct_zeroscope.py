@@ -43,25 +43,19 @@ from pathlib import Path
 
 import numpy as np
 
+from models import zoo
 from utils import layout
-from utils.cli import common_parser, nonnegative_float, positive_int, resolve_dtype, seed_everything
+from utils.cli import common_parser, nonnegative_float, parse_args, positive_int, resolve_dtype, unit_float
 from utils.datasets import get_spec, list_stimuli
 from utils.io import read_json, write_json, write_manifest
+from utils.seeds import seed_everything, stimulus_seed
 
 CAPTIONS_PART = ".captions.rank{rank}.json"
 
 
-def unit_float(text: str) -> float:
-    """argparse type: a float in [0, 1]."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Common flags plus this stage's own."""
-    parser = common_parser(__doc__)
+    parser = common_parser(__doc__, presets=zoo.PRESETS)
     parser.set_defaults(batch_size=4)
     parser.add_argument("--run", "--predictions", dest="run", default=None, help="predictions run to reconstruct: predictions/<run>/ (default: none; needed unless --source targets)")
     parser.add_argument("--source", default="predictions", choices=("predictions", "targets"), help="default for --z-from/--caption-from: 'predictions' = pred, 'targets' = gt (default: %(default)s)")
@@ -164,7 +158,7 @@ def expected_latent_shape(args: argparse.Namespace, stimulus: str, channels: int
     Raises when the ground-truth latents were extracted with another ``--preset`` (their
     manifest says which), since predictions regressed on them fit that preset's model only.
     """
-    from models import targets, zoo
+    from models import targets
 
     target = layout.target_path(args.data_root, args.dataset, "z_zeroscope", stimulus)
     if target.exists():
@@ -234,7 +228,6 @@ def predicted_captions(args: argparse.Namespace, stimuli: list[str], device, dty
     """Decode captions from the predicted BLIP embeddings with the BLIP text decoder."""
     import torch
 
-    from models import zoo
     from models.captioning import CaptionSettings, caption_embeddings, check_embedding, embedding_shape
 
     if not stimuli:
@@ -273,7 +266,7 @@ def merge_captions(out_dir: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     """Reconstruct the selected clips (this process's share under a launcher); returns 0."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if args.fps <= 0:
         parser.error(f"--fps must be > 0, got {args.fps}")
     z_from, caption_from = resolve_sources(args)
@@ -282,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
     from tqdm import tqdm
 
-    from models import zoo
-    from models.video_diffusion import DiffusionSettings, VideoDiffusion, clip_seed, to_unet_layout
+    from models.video_diffusion import DiffusionSettings, VideoDiffusion, to_unet_layout
     from utils.video import write_gif, write_mp4
 
     on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
@@ -324,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             names = mine[start : start + args.batch_size]
             latents = np.stack([load_latent(latent_path(args, z_from, s), shape, args.preset) for s in names])  # (B, F, C, h, w)
             frames = model(
-                to_unet_layout(latents), [captions[s] for s in names], [clip_seed(args.seed, s) for s in names], settings
+                to_unet_layout(latents), [captions[s] for s in names], [stimulus_seed(args.seed, s) for s in names], settings
             )  # (B, F, H, W, 3) uint8
             for name, clip in zip(names, frames, strict=True):
                 mp4, gif = outputs(out_dir, name)

@@ -37,13 +37,13 @@ import argparse
 import csv
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from models import zoo
 from models.regressors import (
     DEFAULT_ALPHAS,
     HIMALAYA_BACKENDS,
@@ -54,8 +54,8 @@ from models.regressors import (
     load_regressor,
     make_regressor,
 )
-from utils import layout
-from utils.cli import common_parser, nonnegative_float, positive_int, resolve_device, seed_everything
+from utils import cli, layout
+from utils.cli import common_parser, fraction, nonnegative_float, positive_float, positive_int, resolve_device
 from utils.datasets import DATASETS, find_subject_folder, subject_folder
 from utils.io import is_complete_npy, read_json, save_npy, write_json, write_manifest, write_text
 from utils.regression_data import (
@@ -66,9 +66,7 @@ from utils.regression_data import (
     chance_levels,
     check_feature_counts,
     check_no_overlap,
-    check_targets_exist,
     load_rows,
-    load_targets,
     parse_subject_selection,
     per_sample_csv,
     per_sample_rows,
@@ -76,6 +74,8 @@ from utils.regression_data import (
     subject_label,
     unflatten,
 )
+from utils.seeds import seed_everything
+from utils.targets import check_targets_exist, load_targets
 
 STAGE = "regress"
 DEFAULT_TARGETS = ("z_zeroscope", "blip")
@@ -84,25 +84,9 @@ HIDDEN_DIM = {"default": 1024, "tiny": 128}
 NOT_IN_CONFIG = ("data_root", "overwrite", "run", "config", "targets", "device", "dtype")
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a float > 0."""
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """argparse type: a float in [0, 1)."""
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Common flags plus the regression flags (defaults in one visible block)."""
-    parser = common_parser(__doc__.split("\n")[0], multi_dataset=True)
+    parser = common_parser(__doc__.split("\n")[0], presets=zoo.PRESETS, multi_dataset=True, roi_set=True)
     parser.set_defaults(batch_size=64)
     names = sorted(DATASETS)
     parser.add_argument("--train-on", dest="datasets", nargs="+", choices=names, metavar="DS", default=argparse.SUPPRESS,
@@ -117,12 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="regress from prepared fMRI betas or from encoder embeddings (default: %(default)s)")
     parser.add_argument("--embeddings-run", default=None,
                         help="run name under embeddings/ when --input embeddings (default: %(default)s)")
-    parser.add_argument("--roi-set", default="Group41", help="prepared ROI set to read (default: %(default)s)")
     parser.add_argument("--targets", "--target", nargs="+", default=list(DEFAULT_TARGETS), metavar="TARGET",
                         help="targets under target_vectors_<ds>/, e.g. z_zeroscope blip clip (default: %(default)s)")
     parser.add_argument("--regressor", default="ridge", choices=sorted(REGRESSORS), help="regression model (default: %(default)s)")
     parser.add_argument("--run", default=None, help="run name (default: derived from the flags)")
-    parser.add_argument("--config", default=None, help="YAML file of flag values; command-line flags win (default: none)")
     parser.add_argument("--train-repeats", default="average", choices=("average", "separate"),
                         help="training rows: stimuli with repeats averaged, or every trial (default: %(default)s)")
     parser.add_argument("--test-average", default="auto", choices=("auto", "inputs", "predictions"),
@@ -155,50 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- flags and config
-def config_argv(parser: argparse.ArgumentParser, path: str) -> list[str]:
-    """Flags from a YAML file, as command-line tokens placed before the real ones (so those win)."""
-    import yaml
-
-    file = Path(path)
-    if not file.exists():
-        raise FileNotFoundError(f"--config {file}: no such file.")
-    values = yaml.safe_load(file.read_text()) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"--config {file}: expected a mapping of flag names to values, found {type(values).__name__}.")
-    actions = {}
-    for action in parser._actions:
-        if action.option_strings and action.dest not in ("help", "config"):
-            actions.setdefault(action.dest, action)
-            for option in action.option_strings:
-                actions.setdefault(option.lstrip("-").replace("-", "_"), action)
-    tokens: list[str] = []
-    for key, value in values.items():
-        action = actions.get(str(key).replace("-", "_"))
-        if action is None:
-            known = sorted({a.dest for a in actions.values()})
-            raise ValueError(f"--config {file}: unknown key {key!r}. Known keys: {known}.")
-        flag = action.option_strings[0]
-        if isinstance(action, argparse._StoreTrueAction):
-            if not isinstance(value, bool):
-                raise ValueError(f"--config {file}: {key} must be true or false, got {value!r}.")
-            tokens += [flag] if value else []
-        elif value is None:
-            continue
-        elif action.nargs == "+":
-            tokens += [flag] + [str(v) for v in (value if isinstance(value, list) else [value])]
-        else:
-            tokens += [flag, str(value)]
-    return tokens
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse flags (YAML config first, then the command line) and check their combination."""
     parser = build_parser()
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    prefix = config_argv(parser, known.config) if known.config else []
-    args = parser.parse_args(prefix + list(argv if argv is not None else sys.argv[1:]))
+    args = cli.parse_args(parser, argv)
     if args.input == "embeddings" and not args.embeddings_run:
         parser.error("--input embeddings needs --embeddings-run RUN (the folder under embeddings/).")
     if args.dtype not in ("auto", "float32"):

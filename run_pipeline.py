@@ -137,9 +137,17 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def common_argv(args: argparse.Namespace) -> list[str]:
-    """Flags every stage takes: the data root, dataset, preset, and the pass-through flags given."""
-    argv = ["--data-root", str(args.data_root), "--dataset", args.dataset, "--preset", args.preset]
+def stage_options(stage: str) -> set[str]:
+    """Every option string the stage's own parser accepts (``--preset``, ``--roi-set``, ...)."""
+    parser = importlib.import_module(MODULES[stage]).build_parser()
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+def common_argv(args: argparse.Namespace, options: set[str]) -> list[str]:
+    """The common flags for one stage: data root, dataset, preset (where the stage has it), and the pass-through flags given."""
+    argv = ["--data-root", str(args.data_root), "--dataset", args.dataset]
+    if "--preset" in options:
+        argv += ["--preset", args.preset]
     for name in PASS_THROUGH:
         value = getattr(args, name)
         if value is None:
@@ -168,7 +176,7 @@ def stage_argv(stage: str, args: argparse.Namespace) -> list[str]:
     if stage == "train_mbm" and not args.overwrite and mbm_interrupted(layout.checkpoint_dir(args.data_root, "mbm", args.run)):
         own.append("--resume")
     fast = DEMO_FAST.get(stage, []) if args.demo_fast and args.dataset == "demo" and args.preset == "tiny" else []
-    return common_argv(args) + own + fast + args.extras.get(stage, [])
+    return common_argv(args, stage_options(stage)) + own + fast + args.extras.get(stage, [])
 
 
 def contrastive_run(args: argparse.Namespace) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from models import zoo
 from models.mbm import (
     MaskedBrainModel,
     append_log,
@@ -57,14 +58,14 @@ from utils.brain_data import (
     PAD_MODES,
     build_items,
     epoch_batches,
-    fraction_type,
     holdout_by_source,
     limit_items,
     load_sources,
 )
 from utils.brain_data import steps_per_epoch as count_steps
-from utils.cli import common_parser, nonnegative_float, positive_int, seed_everything
+from utils.cli import common_parser, fraction, nonnegative_float, parse_args, positive_int
 from utils.io import atomic_path, read_json, write_json, write_manifest
+from utils.seeds import seed_everything
 
 STAGE = "mbm"
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "samples_per_s", "seconds")
@@ -80,7 +81,7 @@ RESUME_DATA_KEYS = ("pad", "norm", "input", "roi_set", "sources", "val_fraction"
 
 def build_parser():
     """Common flags plus this stage's own."""
-    parser = common_parser(__doc__, multi_dataset=True)
+    parser = common_parser(__doc__, presets=zoo.PRESETS, multi_dataset=True, roi_set=True)
     parser.set_defaults(batch_size=32)
     parser.add_argument("--run", default=None, help="run name: checkpoints/mbm/<run>/ (default: the --preset name)")
     parser.add_argument("--epochs", type=positive_int, default=100, help="training epochs (default: %(default)s)")
@@ -89,18 +90,17 @@ def build_parser():
     parser.add_argument("--warmup-epochs", type=nonnegative_float, default=5.0, help="linear warmup length in epochs (default: %(default)s)")
     parser.add_argument("--weight-decay", type=nonnegative_float, default=0.05, help="AdamW weight decay (default: %(default)s)")
     parser.add_argument("--grad-clip", type=nonnegative_float, default=1.0, help="max gradient norm, 0 = off (default: %(default)s)")
-    parser.add_argument("--mask-ratio", type=fraction_type, default=None, help="fraction of patches masked (default: the preset's, 0.75)")
+    parser.add_argument("--mask-ratio", type=fraction, default=None, help="fraction of patches masked (default: the preset's, 0.75)")
     parser.add_argument("--input", default="trials", choices=INPUT_MODES, help="samples: every trial, or each stimulus's mean over repeats (default: %(default)s)")
     parser.add_argument("--pad", default="wrap", choices=PAD_MODES, help="pad vertices to a multiple of the patch size by wrap-around or zeros (default: %(default)s)")
     parser.add_argument("--norm", default="global", choices=NORM_MODES, help="z-score per subject with one train mean/std, per vertex, or none (default: %(default)s)")
     parser.add_argument("--noise-std", type=nonnegative_float, default=0.0, help="augmentation: Gaussian noise added to inputs (default: %(default)s)")
-    parser.add_argument("--val-fraction", type=fraction_type, default=0.1, help="fraction of train stimuli held out for the validation loss (default: %(default)s)")
+    parser.add_argument("--val-fraction", type=fraction, default=0.1, help="fraction of train stimuli held out for the validation loss (default: %(default)s)")
     parser.add_argument("--val-every", type=positive_int, default=1, help="validate every N epochs and at the end (default: %(default)s)")
     parser.add_argument("--init-from", default=None, help="start from these weights: a published sub-XX.pth or one of our checkpoints (default: random init)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run <run> exactly where it stopped")
     parser.add_argument("--stop-after-steps", type=positive_int, default=None, help="save and stop this invocation after N optimizer steps; continue with --resume (default: run to the end)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: %(default)s)")
-    parser.add_argument("--roi-set", default="Group41", help="prepared ROI set to read (default: %(default)s)")
     return parser
 
 
@@ -130,7 +130,7 @@ def save_training_state(run_dir: Path, accelerator, optimizer, scheduler, state:
 
 def main(argv: list[str] | None = None) -> int:
     """Pretrain (or resume) the masked brain model; 0 on success."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     run = args.run or args.preset
     run_dir = layout.checkpoint_dir(args.data_root, STAGE, run)
     state_path = run_dir / "train_state.pt"

@@ -30,7 +30,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-from utils.io import atomic_path, write_json
+from utils.io import atomic_path, jsonable, write_json
 
 LOG = logging.getLogger(__name__)
 
@@ -177,8 +177,8 @@ class BaseRegressor:
         with atomic_path(directory / "weights.safetensors", suffix=".tmp.safetensors") as tmp:
             save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
         write_json(directory / "config.json", {
-            "format_version": FORMAT_VERSION, "model": self.name, "params": _jsonable(self.params),
-            "n_features": self.n_features_in_, "n_targets": self.n_targets_, "info": _jsonable(self.info_),
+            "format_version": FORMAT_VERSION, "model": self.name, "params": jsonable(self.params),
+            "n_features": self.n_features_in_, "n_targets": self.n_targets_, "info": jsonable(self.info_),
             "tensors": {k: list(v.shape) for k, v in tensors.items()},
         })
         return directory
@@ -195,18 +195,6 @@ class BaseRegressor:
 
     def _load_state(self, tensors: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 def group_labels(n_samples: int, groups: Sequence[Any] | None) -> np.ndarray:

@@ -8,7 +8,7 @@ decoded frames (``utils.video.sample_frames``), so variable frame rates never ma
   ``vae.config.scaling_factor`` -> float32 (15, 4, size/8, size/8), (15, 4, 33, 33) at 268.
   The original pipeline took ``latent_dist.sample()`` (unseeded); here ``mode="sample"``
   (the default) draws the posterior noise from a generator seeded per stimulus
-  (:func:`stimulus_seed`), so results do not depend on batching or order and a rerun gives the
+  (:func:`utils.seeds.stimulus_seed`), so results do not depend on batching or order and a rerun gives the
   same numbers; ``mode="mean"`` takes the posterior mean instead.
 - ``blip`` (:func:`blip_embeddings`): frames resized (squashed) to the BLIP size (240 real),
   in [0, 1], then BLIP's normalisation (mean/std of CLIP), through the BLIP vision encoder
@@ -28,7 +28,6 @@ failures (``VideoDecodeError`` naming the file) instead of stopping the run.
 from __future__ import annotations
 
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,6 +40,7 @@ import torch
 
 from utils import layout
 from utils.datasets import get_spec, list_stimuli, stimulus_path
+from utils.seeds import stimulus_seed
 from utils.video import VideoDecodeError, resize_frames, sample_frames
 
 N_FRAMES = 15
@@ -106,11 +106,6 @@ def split_done(jobs: Sequence[Job], complete: Callable[[str], bool], overwrite: 
     todo = [j for j in jobs if overwrite or not complete(j.stimulus)]
     pending = {j.stimulus for j in todo}
     return todo, [j.stimulus for j in jobs if j.stimulus not in pending]
-
-
-def stimulus_seed(seed: int, stimulus: str) -> int:
-    """Per-stimulus seed, independent of batching and order: crc32(name) mixed with ``seed``."""
-    return (zlib.crc32(stimulus.encode("utf-8")) + 1_000_003 * seed) % (2**63 - 1)
 
 
 # ---------------------------------------------------------------- frames

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.targets import stimulus_seed
-
 
 @dataclass(frozen=True)
 class DiffusionSettings:
@@ -54,12 +52,6 @@ class DiffusionSettings:
             raise ValueError(f"strength must be in [0, 1], got strength={self.strength}.")
         if self.decode_chunk < 1:
             raise ValueError(f"decode_chunk must be >= 1, got decode_chunk={self.decode_chunk}.")
-
-
-def clip_seed(seed: int, stimulus: str) -> int:
-    """Per-clip seed from the run seed and the stimulus name (independent of batching and sharding);
-    the same rule as the targets' per-stimulus seed (:func:`models.targets.stimulus_seed`)."""
-    return stimulus_seed(seed, stimulus)
 
 
 def to_unet_layout(latents: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,9 @@ import regress
 from utils import layout
 from utils.io import save_npy
 from utils.prepare import prepare_subject
-from utils.regression_data import load_targets, split_rows
+from utils.regression_data import split_rows
 from utils.synthetic import make_demo
+from utils.targets import load_targets
 
 N_TRAIN, N_TEST = 40, 12
 SHAPES = {"z_zeroscope": (3, 2, 4, 4), "clip": (16,)}

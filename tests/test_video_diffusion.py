@@ -10,11 +10,11 @@ from models.captioning import CaptionSettings, caption_embeddings, check_embeddi
 from models.video_diffusion import (
     DiffusionSettings,
     VideoDiffusion,
-    clip_seed,
     denoising_timesteps,
     fresh_scheduler,
     to_unet_layout,
 )
+from utils.seeds import stimulus_seed
 
 FRAMES, SIZE = 4, 8  # tiny latents (frames, 4, 8, 8) -> 64x64 frames
 PROMPTS = ["a red ball", "a blue box"]
@@ -110,9 +110,9 @@ def test_bad_inputs_are_refused(diffusion):
         to_unet_layout(np.zeros((FRAMES, 4, SIZE, SIZE)))
 
 
-def test_clip_seed_depends_on_seed_and_name_only():
-    assert clip_seed(0, "0001") == clip_seed(0, "0001")
-    assert len({clip_seed(0, "0001"), clip_seed(1, "0001"), clip_seed(0, "0002")}) == 3
+def test_stimulus_seed_depends_on_seed_and_name_only():
+    assert stimulus_seed(0, "0001") == stimulus_seed(0, "0001")
+    assert len({stimulus_seed(0, "0001"), stimulus_seed(1, "0001"), stimulus_seed(0, "0002")}) == 3
 
 
 def test_captions_from_embeddings_drop_the_prompt(blip):

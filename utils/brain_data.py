@@ -270,42 +270,6 @@ def limit_items(trialset: TrialSet, limit: int | None, seed: int) -> TrialSet:
     return subset(trialset, ids)
 
 
-def load_stimulus_targets(data_root: str | Path | None, dataset: str, target: str, stimuli: list[str]) -> np.ndarray:
-    """``target_vectors_<ds>/<target>/<stim>.npy`` of each stimulus as one vector -> (S, E) float32.
-
-    A file with more than one axis (per-frame or per-caption embeddings) is averaged over all
-    but its last axis. A missing file names the command that makes it.
-    """
-    from utils import layout
-
-    rows = []
-    for stim in stimuli:
-        path = layout.target_path(data_root, dataset, target, stim)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"Missing target {path} ({target!r} of stimulus {stim!r}): run "
-                f"`python extract_targets_blip.py --dataset {dataset}` first."
-            )
-        value = np.load(path).astype(np.float32)
-        if value.ndim == 0:
-            raise ValueError(f"{path}: expected an embedding vector, found a scalar.")
-        rows.append(value.reshape(-1, value.shape[-1]).mean(axis=0))
-    dims = {len(r) for r in rows}
-    if len(dims) > 1:
-        raise ValueError(f"Targets {target!r} of {dataset} have different sizes {sorted(dims)}; re-extract them.")
-    return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
-
-
-def fraction_type(text: str) -> float:
-    """argparse type: a number in [0, 1) (mask ratios, held-out fractions)."""
-    import argparse
-
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
 def holdout_by_source(sources: list[Source], fraction: float, seed: int) -> dict[str, set[str]]:
     """Per source name, the train stimuli held out for validation (see ``holdout_stimuli``)."""
     out = {}

@@ -1,47 +1,99 @@
-"""The common command-line flags shared by every stage script.
+"""The command-line layer shared by every stage script.
 
-``common_parser`` builds a flat ``argparse`` parser with the flags of ARCHITECTURE.md
-section 1 so the runner and people can chain stages with one set of flags. Scripts add
-their own flags to the returned parser.
+- ``common_parser``: a flat ``argparse`` parser with the common flags of docs/ARCHITECTURE.md
+  (``--data-root --dataset(s) --subjects --preset --device --dtype --batch-size --seed
+  --overwrite --limit --config``); scripts add their own flags to it.
+- ``parse_args``: parse ``argv`` with a YAML ``--config FILE`` applied first, so flags given
+  on the command line win. Every stage script parses through it.
+- argparse value types (``positive_int``, ``fraction``, ...), one definition each.
+- ``defaults_from``: a stage's flag defaults read from its settings dataclass, so the CLI and
+  the library cannot disagree.
+- ``resolve_device`` / ``resolve_dtype``: what ``auto`` means.
 """
 from __future__ import annotations
 
 import argparse
-import random
-
-import numpy as np
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from utils.datasets import DATASETS
+from utils.rois import DEFAULT_ROI_SET
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+DEFAULT_DATA_ROOT = "data"
+
+
+# ----------------------------------------------------------------------------- value types
+
+
+def _number(text: str, kind: type, ok, expected: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+    return _number(text, int, lambda v: v >= 1, "an integer >= 1")
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    return _number(text, float, lambda v: v > 0, "a number > 0")
 
 
 def nonnegative_float(text: str) -> float:
-    """argparse type: a float >= 0."""
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+    """argparse type: a number >= 0."""
+    return _number(text, float, lambda v: v >= 0, "a number >= 0")
 
 
-def common_parser(description: str | None, multi_dataset: bool = False, default_dataset: str = "demo") -> argparse.ArgumentParser:
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1) (mask ratios, held-out fractions, dropout)."""
+    return _number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1] (denoising strength)."""
+    return _number(text, float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+# ----------------------------------------------------------------------------- parsers
+
+
+def common_parser(
+    description: str | None,
+    presets: Sequence[str] | None = None,
+    multi_dataset: bool = False,
+    default_dataset: str = "demo",
+    roi_set: bool = False,
+) -> argparse.ArgumentParser:
     """A parser with the common flags.
 
-    multi_dataset: ``--datasets`` (list) instead of ``--dataset`` (one); both spellings are
-    accepted and land in ``args.datasets`` / ``args.dataset`` respectively.
+    presets: the model preset names (``models.zoo.PRESETS``); None = the stage loads no model
+    and has no ``--preset``. multi_dataset: ``--datasets`` (list, in ``args.datasets``)
+    instead of ``--dataset`` (one, in ``args.dataset``); both spellings are accepted.
+    roi_set: add ``--roi-set`` for stages that read the prepared betas.
     """
     parser = argparse.ArgumentParser(
         description=description, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-root", default="data", help="root of every artifact (default: %(default)s)")
+    parser.add_argument(
+        "--config", default=None, metavar="FILE.yaml",
+        help="YAML file of flag values by flag name (e.g. 'batch_size: 16'); flags on the command line win (default: none)",
+    )
+    parser.add_argument("--data-root", default=DEFAULT_DATA_ROOT, help="root of every artifact (default: %(default)s)")
     names = sorted(DATASETS)
     if multi_dataset:
         parser.add_argument(
@@ -57,10 +109,17 @@ def common_parser(description: str | None, multi_dataset: bool = False, default_
         "--subjects", nargs="+", default=None, metavar="SUB",
         help="subjects as 1, sub01 or sub-01 (default: every subject of the dataset)",
     )
-    parser.add_argument(
-        "--preset", default="default", choices=("default", "tiny"),
-        help="model preset: 'default' = the real models, 'tiny' = small random models built offline (default: %(default)s)",
-    )
+    if roi_set:
+        parser.add_argument(
+            "--roi-set", default=DEFAULT_ROI_SET,
+            help="ROI set of the prepared betas: a named set (Group41) or MMP ROI names joined by '+', e.g. V1+V2+MT "
+            "(default: %(default)s)",
+        )
+    if presets is not None:
+        parser.add_argument(
+            "--preset", default=presets[0], choices=tuple(presets),
+            help="model preset: 'default' = the real models, 'tiny' = small random models built offline (default: %(default)s)",
+        )
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
     parser.add_argument(
         "--dtype", default="auto", choices=DTYPES,
@@ -76,15 +135,67 @@ def common_parser(description: str | None, multi_dataset: bool = False, default_
     return parser
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (if installed)."""
-    random.seed(seed)
-    np.random.seed(seed)
+def defaults_from(settings: Any) -> dict[str, Any]:
+    """``{field: default}`` of a settings dataclass (class or instance), for ``parser.set_defaults``
+    or for ``default=`` of one flag: the CLI reads its defaults from the library's dataclass."""
+    if isinstance(settings, type):
+        settings = settings()
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+
+
+def config_argv(parser: argparse.ArgumentParser, path: str | Path) -> list[str]:
+    """Flags from a YAML file, as command-line tokens placed before the real ones (so those win)."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--config {file}: no such file.")
     try:
-        import torch
-    except ModuleNotFoundError:
-        return
-    torch.manual_seed(seed)
+        values = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"--config {file}: not valid YAML ({error}).") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {file}: expected a mapping of flag names to values, found {type(values).__name__}.")
+    actions: dict[str, argparse.Action] = {}
+    for action in parser._actions:
+        if action.option_strings and action.dest not in ("help", "config"):
+            actions.setdefault(action.dest, action)
+            for option in action.option_strings:
+                actions.setdefault(option.lstrip("-").replace("-", "_"), action)
+    tokens: list[str] = []
+    for key, value in values.items():
+        action = actions.get(str(key).replace("-", "_"))
+        if action is None:
+            known = sorted({a.dest for a in actions.values()})
+            raise ValueError(f"--config {file}: unknown key {key!r}. Known keys: {known}.")
+        flag = action.option_strings[0]
+        if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
+            if not isinstance(value, bool):
+                raise ValueError(f"--config {file}: {key} must be true or false, got {value!r}.")
+            if isinstance(action, argparse.BooleanOptionalAction):
+                tokens += [flag if value else f"--no-{flag[2:]}"]
+            else:
+                tokens += [flag] if value else []
+        elif value is None:
+            continue
+        elif action.nargs in ("+", "*"):
+            tokens += [flag] + [str(v) for v in (value if isinstance(value, list) else [value])]
+        else:
+            tokens += [flag, str(value)]
+    return tokens
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` (default ``sys.argv[1:]``) with the ``--config`` YAML applied first."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    prefix = config_argv(parser, known.config) if known.config else []
+    return parser.parse_args(prefix + argv)
+
+
+# ----------------------------------------------------------------------------- devices
 
 
 def resolve_device(name: str) -> str:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from utils import layout
+
 
 def _current_umask() -> int:
     """The process umask (reading it means setting it; it is restored at once)."""
@@ -60,7 +62,7 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Atomically write JSON (indented, keys in insertion order)."""
-    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:
@@ -92,7 +94,8 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)``: paths as strings, numpy scalars and arrays as Python values."""
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, np.generic):
@@ -100,6 +103,11 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"Cannot write {type(obj).__name__} to JSON")
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON values (what ``write_json`` then ``read_json`` would give back)."""
+    return json.loads(json.dumps(obj, default=json_default))
 
 
 def git_commit() -> str | None:
@@ -137,6 +145,6 @@ def write_manifest(directory: str | Path, stage: str, args: Any, inputs: dict[st
         "counts": counts or {},
         **extra,
     }
-    path = Path(directory) / "manifest.json"
+    path = layout.manifest_path(directory)
     write_json(path, manifest)
     return path

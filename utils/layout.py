@@ -17,6 +17,54 @@ def root(data_root: str | Path | None = None) -> Path:
     return Path(data_root) if data_root is not None else DEFAULT_DATA_ROOT
 
 
+# ----------------------------------------------------------------------------- files every stage folder has
+
+
+def manifest_path(directory: str | Path) -> Path:
+    """``<dir>/manifest.json``: what a stage did (flags, versions, inputs, counts)."""
+    return Path(directory) / "manifest.json"
+
+
+def config_path(directory: str | Path) -> Path:
+    """``<dir>/config.json``: the settings a checkpoint or run was made with."""
+    return Path(directory) / "config.json"
+
+
+def log_path(directory: str | Path) -> Path:
+    """``<dir>/log.csv``: one row per training epoch."""
+    return Path(directory) / "log.csv"
+
+
+def weights_path(directory: str | Path, name: str) -> Path:
+    """``<dir>/<name>.safetensors`` (``last``, ``best``, ``weights``)."""
+    return Path(directory) / f"{name}.safetensors"
+
+
+def train_state_path(directory: str | Path) -> Path:
+    """``<dir>/train_state.pt``: optimizer, scheduler and progress for an exact ``--resume``."""
+    return Path(directory) / "train_state.pt"
+
+
+def rng_state_path(directory: str | Path, rank: int) -> Path:
+    """``<dir>/rng_state_<rank>.pt``: one process's torch RNG state for an exact ``--resume``."""
+    return Path(directory) / f"rng_state_{rank}.pt"
+
+
+def run_config_path(directory: str | Path) -> Path:
+    """``<dir>/run_config.json``: the run settings a fitted regressor belongs to."""
+    return Path(directory) / "run_config.json"
+
+
+def per_sample_path(directory: str | Path) -> Path:
+    """``<dir>/per_sample.csv``: one row per scored stimulus."""
+    return Path(directory) / "per_sample.csv"
+
+
+def metrics_path(directory: str | Path) -> Path:
+    """``<dir>/metrics.json``: a stage's scores."""
+    return Path(directory) / "metrics.json"
+
+
 def dataset_betas_dir(data_root: str | Path | None, dataset: str) -> Path:
     """``betas_cifti_<ds>/``: the parent of every subject folder of a dataset."""
     return root(data_root) / f"betas_cifti_{dataset}"
@@ -77,6 +125,11 @@ def captions_path(data_root: str | Path | None, dataset: str) -> Path:
     return root(data_root) / f"target_vectors_{dataset}" / "captions.json"
 
 
+def annotations_path(data_root: str | Path | None, dataset: str) -> Path:
+    """``metadata_<ds>/annotations.json``: BMD-format annotations (captions, labels, split)."""
+    return metadata_dir(data_root, dataset) / "annotations.json"
+
+
 def checkpoint_dir(data_root: str | Path | None, stage: str, run: str) -> Path:
     """``checkpoints/<stage>/<run>/``."""
     return root(data_root) / "checkpoints" / stage / run
@@ -92,6 +145,11 @@ def embeddings_path(data_root: str | Path | None, run: str, dataset: str, subjec
     return embeddings_dir(data_root, run) / dataset / f"{subject_folder}.npy"
 
 
+def embeddings_trials_path(data_root: str | Path | None, run: str, dataset: str, subject_folder: str) -> Path:
+    """``embeddings/<run>/<ds>/subNN_trials.csv``: the trials table the embedding rows follow."""
+    return embeddings_dir(data_root, run) / dataset / f"{subject_folder}_trials.csv"
+
+
 def predictions_root(data_root: str | Path | None) -> Path:
     """``predictions/``: one folder per regression run."""
     return root(data_root) / "predictions"
@@ -104,7 +162,7 @@ def predictions_run_dir(data_root: str | Path | None, run: str) -> Path:
 
 def regression_metrics_path(data_root: str | Path | None, run: str) -> Path:
     """``predictions/<run>/metrics.json``: regress.py's metrics of one run."""
-    return predictions_run_dir(data_root, run) / "metrics.json"
+    return metrics_path(predictions_run_dir(data_root, run))
 
 
 def predictions_dir(data_root: str | Path | None, run: str, target: str) -> Path:
@@ -127,6 +185,37 @@ def reconstructions_dir(data_root: str | Path | None, run: str) -> Path:
     return root(data_root) / "reconstructions" / run
 
 
+def reconstruction_captions_path(out_dir: str | Path) -> Path:
+    """``<reconstruction dir>/captions.json``: the caption each clip was generated with."""
+    return Path(out_dir) / "captions.json"
+
+
+def reconstruction_video_paths(out_dir: str | Path, stimulus: str) -> tuple[Path, Path]:
+    """(``mp4/<stim>.mp4``, ``gif/<stim>.gif``) of one reconstructed clip."""
+    out_dir = Path(out_dir)
+    return out_dir / "mp4" / f"{stimulus}.mp4", out_dir / "gif" / f"{stimulus}.gif"
+
+
 def evaluation_dir(data_root: str | Path | None, run: str) -> Path:
     """``evaluation/<run>/`` with metrics.json, metrics.md, report.html and figures/."""
     return root(data_root) / "evaluation" / run
+
+
+def report_path(out_dir: str | Path) -> Path:
+    """``<evaluation dir>/report.html``: the self-contained report."""
+    return Path(out_dir) / "report.html"
+
+
+def metrics_markdown_path(out_dir: str | Path) -> Path:
+    """``<evaluation dir>/metrics.md``: the metrics table as Markdown."""
+    return Path(out_dir) / "metrics.md"
+
+
+def figures_dir(out_dir: str | Path) -> Path:
+    """``<evaluation dir>/figures/``: the report's PNG figures."""
+    return Path(out_dir) / "figures"
+
+
+def media_path(out_dir: str | Path, stimulus: str, kind: str) -> Path:
+    """``<evaluation dir>/media/<stim>_<kind>.mp4``: a clip copied for the report (kind: true, pred)."""
+    return Path(out_dir) / "media" / f"{stimulus}_{kind}.mp4"

@@ -22,7 +22,6 @@ from utils.metrics import n_way_identification, pearson_columns, pearson_rows, r
 from utils.prepare import Trials, load_prepared
 
 INPUTS = ("betas", "embeddings")
-TARGET_SCRIPTS = {"z_zeroscope": "extract_targets_zeroscope.py", "blip": "extract_targets_blip.py", "clip": "extract_targets_blip.py"}
 N_WAYS = (2, 5, 10, 50)
 
 
@@ -43,12 +42,6 @@ class SubjectRows:
 def subject_label(dataset: str, subject: int) -> str:
     """``demo/sub01``: the key of one test subject in metrics and folders."""
     return f"{dataset}/{subject_folder(subject)}"
-
-
-def target_command(target: str, dataset: str) -> str:
-    """The command that makes a target for a dataset (for error messages)."""
-    script = TARGET_SCRIPTS.get(target, "the target extraction script that writes this target")
-    return f"python {script} --dataset {dataset}"
 
 
 # --------------------------------------------------------------------------- subjects
@@ -168,45 +161,6 @@ def check_no_overlap(train_keys: Iterable[tuple[str, str]], test_keys: Iterable[
 
 
 # --------------------------------------------------------------------------- targets
-def check_targets_exist(data_root: str | Path | None, dataset: str, target: str, stimuli: Sequence[str]) -> None:
-    """Raise listing every stimulus whose target file is missing, with the command that makes it."""
-    missing = [s for s in stimuli if not layout.target_path(data_root, dataset, target, s).exists()]
-    if missing:
-        shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
-        raise FileNotFoundError(
-            f"Target {target!r} is missing for {len(missing)} of {len(stimuli)} {dataset} stimuli in "
-            f"{layout.targets_dir(data_root, dataset, target)}: {shown}. Run `{target_command(target, dataset)}` first."
-        )
-
-
-def load_targets(
-    data_root: str | Path | None, dataset: str, target: str, stimuli: Sequence[str],
-) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Targets of ``stimuli`` flattened to (S, D) float32, and the stored per-stimulus shape.
-
-    Missing files are listed all at once with the command that makes them; shapes must agree.
-    """
-    check_targets_exist(data_root, dataset, target, stimuli)
-    paths = [layout.target_path(data_root, dataset, target, s) for s in stimuli]
-    shape: tuple[int, ...] | None = None
-    out: np.ndarray | None = None
-    for i, path in enumerate(paths):
-        try:
-            array = np.load(path, mmap_mode="r")
-        except (ValueError, OSError, EOFError) as error:
-            raise ValueError(f"Cannot read target {path} ({error}); rerun `{target_command(target, dataset)} --overwrite`.") from None
-        if shape is None:
-            shape = tuple(array.shape)
-            out = np.empty((len(stimuli), int(np.prod(shape))), dtype=np.float32)
-        elif tuple(array.shape) != shape:
-            raise ValueError(f"Target {path} has shape {tuple(array.shape)} but {stimuli[0]} has {shape}; all stimuli must agree.")
-        out[i] = np.asarray(array, dtype=np.float32).ravel()
-    if not np.isfinite(out).all():
-        bad = [s for s, row in zip(stimuli, out, strict=True) if not np.isfinite(row).all()]
-        raise ValueError(f"Target {target!r} of {dataset} holds NaN/inf for {bad[:10]}; rerun `{target_command(target, dataset)} --overwrite`.")
-    return out, shape
-
-
 def unflatten(row: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """(D,) -> the target's stored shape."""
     return np.asarray(row, dtype=np.float32).reshape(tuple(shape))

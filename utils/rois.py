@@ -24,6 +24,8 @@ GROUP41_SIZE = 13156
 GROUP41_SHA1 = "6b83fb805f1126b2c6ef9f910e4d289e39db6fef"
 
 ROI_SETS: dict[str, tuple[str, ...]] = {"Group41": tuple(GROUP41)}
+# The ROI set every stage reads unless told otherwise (the one the published data use).
+DEFAULT_ROI_SET = "Group41"
 
 
 def atlas_path() -> Path:
