@@ -1,15 +1,18 @@
 """Stage 0: fetch the public data, or synthesise the offline demo; convert pickles to the prepared layout.
 
 Reads / writes (under --data-root, default ./data; paths from utils/layout.py):
-- download: betas_cifti_<ds>/subNN/prepared_allvoxel_pkl/Group41<suffix>.pkl (Google Drive),
+- download: betas_cifti_<ds>/subNN/prepared_allvoxel_pkl/Group41<suffix>.pkl (Google Drive; the
+  published pickles hold Group41, the spec's pickle_roi_set, whatever --roi-set says),
   metadata_bmd/annotations.json and stimuli_<ds>/... (OpenNeuro S3, Drive for CC2017 clips),
   checkpoints/published/bmd/... (--what checkpoints); per-file sizes and sha256 in
   downloads_manifest.json, checked on every rerun. Partial files are <name>.part and resume.
 - --dataset demo: the synthetic demo in BMD formats (utils/synthetic.py), no network.
-- --prepare: each subject's pickle -> betas_cifti_<ds>/subNN/Group41.npy (trials x vertices,
-  float32) + Group41_trials.csv + Group41_prepared.json (utils/prepare.py); manifest.json.
+- --prepare: each subject's pickle -> betas_cifti_<ds>/subNN/<roi_set>.npy (trials x vertices,
+  float32) + <roi_set>_trials.csv + <roi_set>_prepared.json (utils/prepare.py); manifest.json.
+  --roi-set (default Group41) is a named set or MMP ROIs joined by '+' (V1+V2+MT), whose
+  vertices are taken from the pickle's.
 - --write-indiv / --from-indiv: prepared layout <-> the original individual-file layout
-  betas_cifti_<ds>/subNN/indiv_npys/Group41<suffix>/<stim>_rep<k>.npy (utils/indiv.py).
+  betas_cifti_<ds>/subNN/indiv_npys/<roi_set><suffix>/<stim>_rep<k>.npy (utils/indiv.py).
 
 Examples:
     python download_data.py                                   # the demo (default dataset)
@@ -18,6 +21,7 @@ Examples:
     python download_data.py --dataset bmd --subjects 1        # pickle + annotations
     python download_data.py --dataset bmd --what stimuli --accept-stimuli-terms
     python download_data.py --dataset bmd --subjects 1 --prepare --write-indiv
+    python download_data.py --dataset demo --prepare --roi-set V1+V2+MT   # a smaller ROI set
     python download_data.py --dataset bmd --subjects 1 --from-indiv   # indiv files -> prepared
 """
 from __future__ import annotations
@@ -26,10 +30,10 @@ import sys
 
 from utils import download, layout
 from utils.cli import common_parser, nonnegative_float, parse_args
-from utils.datasets import DatasetSpec, check_subjects, find_subject_folder, get_spec, parse_subject
-from utils.indiv import subject_indiv_dir, write_indiv, write_prepared_from_indiv
+from utils.datasets import DatasetSpec, check_subjects, download_command, get_spec, parse_subject
+from utils.indiv import indiv_source, subject_indiv_dir, write_indiv, write_prepared_from_indiv
 from utils.io import write_manifest
-from utils.prepare import NAN_POLICIES, is_prepared, load_prepared, prepare_subject, summary_text
+from utils.prepare import NAN_POLICIES, is_prepared, load_prepared, prepare_subject, source_pickle_path, summary_text
 from utils.synthetic import add_demo_arguments, demo_settings, make_demo
 
 
@@ -56,7 +60,7 @@ def build_parser():
 
 
 def subjects_on_disk(data_root: str, spec: DatasetSpec, roi_set: str, need: str) -> list[int]:
-    """Subjects whose input for a conversion exists: ``pickle``, ``indiv`` or ``prepared``."""
+    """Subjects whose input for a conversion to ``roi_set`` exists: ``pickle``, ``indiv`` or ``prepared``."""
     base = layout.dataset_betas_dir(data_root, spec.name)
     found = set()
     for folder in sorted(base.glob("sub*")) if base.is_dir() else []:
@@ -65,12 +69,12 @@ def subjects_on_disk(data_root: str, spec: DatasetSpec, roi_set: str, need: str)
         except ValueError:
             continue
         if need == "pickle":
-            ok = layout.pickle_path(data_root, spec.name, folder.name, roi_set, spec.suffix).exists()
+            ok = source_pickle_path(data_root, spec, subject).exists()
         elif need == "indiv":
-            ok = layout.indiv_dir(data_root, spec.name, folder.name, roi_set, spec.suffix).is_dir()
+            ok = indiv_source(data_root, spec.name, subject, roi_set)[0].is_dir()
         else:
             ok = is_prepared(data_root, spec.name, subject, roi_set)
-        if ok and (spec.name == "demo" or subject in spec.subjects):
+        if ok and (spec.synthetic or subject in spec.subjects):
             found.add(subject)
     return sorted(found)
 
@@ -79,7 +83,7 @@ def run_download(args, spec: DatasetSpec) -> int:
     """Plan and fetch a real dataset; print per-file results; 1 if anything failed or is missing."""
     network = download.Network(timeout=args.timeout)
     plan = download.plan_dataset(
-        spec.name, args.subjects, network, tuple(args.what), args.roi_set,
+        spec.name, args.subjects, network, tuple(args.what),
         drive_ids=download.read_drive_ids(args.drive_ids), known=download.recorded_drive_ids(args.data_root),
         accept_terms=args.accept_stimuli_terms, retries=args.retries, backoff=args.backoff,
     )
@@ -137,7 +141,7 @@ def run_convert(args, spec: DatasetSpec) -> int:
     else:
         subjects = subjects_on_disk(args.data_root, spec, args.roi_set, need)
         if not subjects:
-            make = "python download_data.py --dataset demo" if spec.name == "demo" else f"python download_data.py --dataset {spec.name}"
+            make = download_command(spec)
             if need == "prepared":
                 make += " --prepare"
             raise FileNotFoundError(f"No {spec.name} subject with its {need} input under {layout.root(args.data_root)}: run `{make}` first.")
@@ -157,9 +161,11 @@ def run_convert(args, spec: DatasetSpec) -> int:
         summaries[subject] = report
         print(report)
     if summaries and (args.prepare or args.from_indiv):
-        source = layout.indiv_dir if args.from_indiv else layout.pickle_path
         inputs = {
-            f"sub{s:02d}": str(source(args.data_root, spec.name, find_subject_folder(args.data_root, spec.name, s), args.roi_set, spec.suffix))
+            f"sub{s:02d}": str(
+                indiv_source(args.data_root, spec.name, s, args.roi_set)[0] if args.from_indiv
+                else source_pickle_path(args.data_root, spec, s)
+            )
             for s in summaries
         }
         write_manifest(layout.dataset_betas_dir(args.data_root, spec.name), "prepare", args, inputs=inputs,
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.prepare or args.from_indiv or args.write_indiv:
             return run_convert(args, spec)
-        if spec.name == "demo":
+        if spec.synthetic:
             return run_demo(args)
         return run_download(args, spec)
     except (OSError, ValueError, KeyError, download.DownloadError) as exc:

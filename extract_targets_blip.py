@@ -40,8 +40,8 @@ import numpy as np
 from models import targets, zoo
 from models.captioning import CaptionSettings, caption_embeddings, embedding_shape
 from utils import layout
-from utils.cli import common_parser, parse_args, positive_int, resolve_device, resolve_dtype
-from utils.datasets import annotations_path, load_annotations
+from utils.cli import common_parser, defaults_from, nonnegative_int, parse_args, positive_int, resolve_device, resolve_dtype
+from utils.datasets import annotations_path, has_annotations, load_annotations
 from utils.io import is_complete_npy, read_json, save_npy, write_json, write_manifest
 from utils.seeds import seed_everything
 
@@ -51,14 +51,15 @@ TARGETS = ("blip", "clip", "clip_frames", "clip_text")
 def build_parser() -> argparse.ArgumentParser:
     """Common flags plus this stage's own."""
     parser = common_parser(__doc__, presets=zoo.PRESETS)
+    parser.set_defaults(**defaults_from(targets.BlipTargetSettings))
     parser.add_argument("--subset", default="all", choices=targets.SUBSETS, help="stimuli to process (default: %(default)s)")
     parser.add_argument("--stimuli", nargs="+", default=None, metavar="STIM", help="process only these stimuli (default: every stimulus of --subset)")
-    parser.add_argument("--image-size", type=positive_int, default=None, help="BLIP input size (default: 240 for --preset default, 32 for tiny)")
-    parser.add_argument("--blip-normalize", action=argparse.BooleanOptionalAction, default=True, help="apply BLIP's mean/std normalisation after scaling to [0, 1] (default: %(default)s)")
-    parser.add_argument("--captions", action=argparse.BooleanOptionalAction, default=True, help="caption every video with BLIP into captions.json (default: %(default)s)")
-    parser.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True, help="also write the CLIP image (and caption text) embeddings (default: %(default)s)")
-    parser.add_argument("--caption-beams", type=positive_int, default=3, help="beam width of caption decoding (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=2, help="video decoding threads; 0 decodes in the main thread (default: %(default)s)")
+    parser.add_argument("--image-size", type=positive_int, help=f"BLIP input size (default: {zoo.BLIP_IMAGE_SIZE} by preset)")
+    parser.add_argument("--blip-normalize", action=argparse.BooleanOptionalAction, help="apply BLIP's mean/std normalisation after scaling to [0, 1] (default: %(default)s)")
+    parser.add_argument("--captions", action=argparse.BooleanOptionalAction, help="caption every video with BLIP into captions.json (default: %(default)s)")
+    parser.add_argument("--clip", action=argparse.BooleanOptionalAction, help="also write the CLIP image (and caption text) embeddings (default: %(default)s)")
+    parser.add_argument("--caption-beams", type=positive_int, default=CaptionSettings.num_beams, help="beam width of caption decoding (default: %(default)s)")
+    parser.add_argument("--workers", type=nonnegative_int, help="video decoding threads; 0 decodes in the main thread (default: %(default)s)")
     parser.add_argument("--model-path", default=None, help="local BLIP directory (default: the Hugging Face id through the cache)")
     parser.add_argument("--clip-path", default=None, help="local CLIP directory (default: the Hugging Face id through the cache)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: %(default)s)")
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def dataset_annotations(data_root: str, dataset: str) -> dict | None:
     """Human captions of datasets that have them (BMD, demo); None otherwise or when absent."""
-    if dataset not in ("bmd", "demo"):
+    if not has_annotations(dataset):
         return None
     if not annotations_path(data_root, dataset).exists():
         print(f"note: {annotations_path(data_root, dataset)} is missing, so no clip_text targets "

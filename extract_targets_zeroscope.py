@@ -34,7 +34,7 @@ import numpy as np
 
 from models import targets, zoo
 from utils import layout
-from utils.cli import common_parser, parse_args, positive_int, resolve_device, resolve_dtype
+from utils.cli import common_parser, defaults_from, nonnegative_int, parse_args, positive_int, resolve_device, resolve_dtype
 from utils.io import is_complete_npy, save_npy, write_manifest
 from utils.seeds import seed_everything
 
@@ -44,12 +44,13 @@ TARGET = "z_zeroscope"
 def build_parser() -> argparse.ArgumentParser:
     """Common flags plus this stage's own."""
     parser = common_parser(__doc__, presets=zoo.PRESETS)
+    parser.set_defaults(**defaults_from(targets.ZeroscopeTargetSettings))
     parser.add_argument("--subset", default="all", choices=targets.SUBSETS, help="stimuli to process (default: %(default)s)")
     parser.add_argument("--stimuli", nargs="+", default=None, metavar="STIM", help="process only these stimuli (default: every stimulus of --subset)")
-    parser.add_argument("--size", type=positive_int, default=None, help="square frame size before encoding (default: 268 for --preset default, 64 for tiny)")
-    parser.add_argument("--latent", default="mean", choices=targets.LATENT_MODES, help="posterior mean, or a sample seeded per stimulus as the original (default: %(default)s)")
-    parser.add_argument("--frames-per-forward", type=positive_int, default=60, help="frames per VAE encoder call, bounds memory (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=2, help="video decoding threads; 0 decodes in the main thread (default: %(default)s)")
+    parser.add_argument("--size", type=positive_int, help=f"square frame size before encoding (default: {zoo.ZEROSCOPE_FRAME_SIZE} by preset)")
+    parser.add_argument("--latent", choices=targets.LATENT_MODES, help="posterior mean, or a sample seeded per stimulus as the original (default: %(default)s)")
+    parser.add_argument("--frames-per-forward", type=positive_int, help="frames per VAE encoder call, bounds memory (default: %(default)s)")
+    parser.add_argument("--workers", type=nonnegative_int, help="video decoding threads; 0 decodes in the main thread (default: %(default)s)")
     parser.add_argument("--model-path", default=None, help="local Zeroscope directory with a vae/ subfolder (default: the Hugging Face id through the cache)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: %(default)s)")
     return parser

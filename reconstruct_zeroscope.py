@@ -42,15 +42,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from accelerate import PartialState
+from tqdm import tqdm
 
-from models import zoo
+from models import targets, zoo
+from models.captioning import CaptionSettings, caption_embeddings, check_embedding, embedding_shape, strip_prompt
+from models.video_diffusion import DiffusionSettings, VideoDiffusion, to_unet_layout
 from utils import layout
-from utils.cli import common_parser, nonnegative_float, parse_args, positive_int, resolve_dtype, unit_float
+from utils.cli import common_parser, nonnegative_float, parse_args, positive_float, positive_int, resolve_dtype, unit_float
 from utils.datasets import get_spec, list_stimuli
 from utils.io import read_json, write_json, write_manifest
 from utils.seeds import seed_everything, stimulus_seed
-
-CAPTIONS_PART = ".captions.rank{rank}.json"
+from utils.video import write_gif, write_mp4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,19 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--caption-from", default=None, choices=("pred", "gt", "none"), help="caption: decoded from the predicted BLIP embedding, the ground-truth BLIP caption, or none (default: from --source)")
     parser.add_argument("--subset", default="test", choices=("train", "test", "all"), help="stimuli to reconstruct when nothing comes from predictions (default: %(default)s)")
     parser.add_argument("--output-run", default=None, help="output folder name under reconstructions/ (default: derived, see above)")
-    parser.add_argument("--steps", type=positive_int, default=20, help="length of the DPM-Solver schedule (default: %(default)s)")
-    parser.add_argument("--strength", type=unit_float, default=0.8, help="how far the latents are re-noised, 0 = decode only, 1 = from pure noise (default: %(default)s)")
-    parser.add_argument("--guidance-scale", type=nonnegative_float, default=15.0, help="classifier-free guidance weight, <= 1 disables it (default: %(default)s)")
-    parser.add_argument("--negative-prompt", default="", help="text of the unconditional branch (default: empty)")
-    parser.add_argument("--fps", type=float, default=5.0, help="frame rate of the written mp4 and gif (default: %(default)s)")
-    parser.add_argument("--decode-chunk", type=positive_int, default=8, help="frames per VAE decoder call, bounds memory (default: %(default)s)")
+    parser.add_argument("--steps", type=positive_int, default=DiffusionSettings.steps, help="length of the DPM-Solver schedule (default: %(default)s)")
+    parser.add_argument("--strength", type=unit_float, default=DiffusionSettings.strength, help="how far the latents are re-noised, 0 = decode only, 1 = from pure noise (default: %(default)s)")
+    parser.add_argument("--guidance-scale", type=nonnegative_float, default=DiffusionSettings.guidance_scale, help="classifier-free guidance weight, <= 1 disables it (default: %(default)s)")
+    parser.add_argument("--negative-prompt", default=DiffusionSettings.negative_prompt, help="text of the unconditional branch (default: empty)")
+    parser.add_argument("--fps", type=positive_float, default=5.0, help="frame rate of the written mp4 and gif (default: %(default)s)")
+    parser.add_argument("--decode-chunk", type=positive_int, default=DiffusionSettings.decode_chunk, help="frames per VAE decoder call, bounds memory (default: %(default)s)")
     parser.add_argument("--forward-chunking", action=argparse.BooleanOptionalAction, default=False, help="chunk the UNet feed-forward layers to lower peak memory (default: %(default)s)")
-    parser.add_argument("--caption-beams", type=positive_int, default=3, help="beam width of caption decoding (default: %(default)s)")
-    parser.add_argument("--caption-max-length", type=positive_int, default=20, help="max caption tokens, prompt included (default: %(default)s)")
-    parser.add_argument("--caption-min-length", type=positive_int, default=4, help="min caption tokens, prompt included (default: %(default)s)")
-    parser.add_argument("--repetition-penalty", type=nonnegative_float, default=6.0, help="caption repetition penalty (default: %(default)s)")
-    parser.add_argument("--caption-sample", action=argparse.BooleanOptionalAction, default=False, help="nucleus sampling instead of beam search for captions (default: %(default)s)")
-    parser.add_argument("--top-p", type=unit_float, default=0.9, help="nucleus mass when --caption-sample (default: %(default)s)")
+    parser.add_argument("--caption-beams", type=positive_int, default=CaptionSettings.num_beams, help="beam width of caption decoding (default: %(default)s)")
+    parser.add_argument("--caption-max-length", type=positive_int, default=CaptionSettings.max_length, help="max caption tokens, prompt included (default: %(default)s)")
+    parser.add_argument("--caption-min-length", type=positive_int, default=CaptionSettings.min_length, help="min caption tokens, prompt included (default: %(default)s)")
+    parser.add_argument("--repetition-penalty", type=nonnegative_float, default=CaptionSettings.repetition_penalty, help="caption repetition penalty (default: %(default)s)")
+    parser.add_argument("--caption-sample", action=argparse.BooleanOptionalAction, default=CaptionSettings.sample, help="nucleus sampling instead of beam search for captions (default: %(default)s)")
+    parser.add_argument("--top-p", type=unit_float, default=CaptionSettings.top_p, help="nucleus mass when --caption-sample (default: %(default)s)")
     parser.add_argument("--zeroscope-path", default=None, help="local Zeroscope directory (default: the Hugging Face id through the cache)")
     parser.add_argument("--blip-path", default=None, help="local BLIP directory (default: the Hugging Face id through the cache)")
     return parser
@@ -158,11 +162,9 @@ def expected_latent_shape(args: argparse.Namespace, stimulus: str, channels: int
     Raises when the ground-truth latents were extracted with another ``--preset`` (their
     manifest says which), since predictions regressed on them fit that preset's model only.
     """
-    from models import targets
-
     target = layout.target_path(args.data_root, args.dataset, "z_zeroscope", stimulus)
     if target.exists():
-        manifest_path = layout.targets_dir(args.data_root, args.dataset, "z_zeroscope") / "manifest.json"
+        manifest_path = layout.manifest_path(layout.targets_dir(args.data_root, args.dataset, "z_zeroscope"))
         made_with = (read_json(manifest_path, default={}) or {}).get("flags", {}).get("preset")
         if made_with is not None and made_with != args.preset:
             raise ValueError(
@@ -200,20 +202,13 @@ def latent_path(args: argparse.Namespace, z_from: str, stimulus: str) -> Path:
     return layout.target_path(args.data_root, args.dataset, "z_zeroscope", stimulus)
 
 
-def outputs(out_dir: Path, stimulus: str) -> tuple[Path, Path]:
-    """(mp4, gif) paths of a clip."""
-    return out_dir / "mp4" / f"{stimulus}.mp4", out_dir / "gif" / f"{stimulus}.gif"
-
-
 def is_done(out_dir: Path, stimulus: str) -> bool:
     """Both files exist and are non-empty (writes are atomic, so they are complete)."""
-    return all(p.exists() and p.stat().st_size > 0 for p in outputs(out_dir, stimulus))
+    return all(p.exists() and p.stat().st_size > 0 for p in layout.reconstruction_video_paths(out_dir, stimulus))
 
 
 def gt_captions(args: argparse.Namespace, stimuli: list[str]) -> dict[str, str]:
     """Ground-truth BLIP captions from target_vectors_<ds>/captions.json, prompt stripped."""
-    from models.captioning import strip_prompt
-
     path = layout.captions_path(args.data_root, args.dataset)
     captions = read_json(path)
     if captions is None:
@@ -226,10 +221,6 @@ def gt_captions(args: argparse.Namespace, stimuli: list[str]) -> dict[str, str]:
 
 def predicted_captions(args: argparse.Namespace, stimuli: list[str], device, dtype) -> dict[str, str]:
     """Decode captions from the predicted BLIP embeddings with the BLIP text decoder."""
-    import torch
-
-    from models.captioning import CaptionSettings, caption_embeddings, check_embedding, embedding_shape
-
     if not stimuli:
         return {}
     model, processor = zoo.load_blip(args.preset, model_path=args.blip_path, device=str(device), dtype=dtype)
@@ -252,12 +243,12 @@ def predicted_captions(args: argparse.Namespace, stimuli: list[str], device, dty
 
 def merge_captions(out_dir: Path) -> dict[str, str]:
     """Fold the per-process caption parts into captions.json (sorted) and delete the parts."""
-    captions = read_json(out_dir / "captions.json", default={})
-    parts = sorted(out_dir.glob(CAPTIONS_PART.format(rank="*")))
+    captions = read_json(layout.reconstruction_captions_path(out_dir), default={})
+    parts = sorted(Path(out_dir).glob(layout.reconstruction_captions_part_path(out_dir, "*").name))
     for part in parts:
         captions.update(read_json(part, default={}))
     captions = dict(sorted(captions.items()))
-    write_json(out_dir / "captions.json", captions)
+    write_json(layout.reconstruction_captions_path(out_dir), captions)
     for part in parts:
         part.unlink()
     return captions
@@ -267,16 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     """Reconstruct the selected clips (this process's share under a launcher); returns 0."""
     parser = build_parser()
     args = parse_args(parser, argv)
-    if args.fps <= 0:
-        parser.error(f"--fps must be > 0, got {args.fps}")
     z_from, caption_from = resolve_sources(args)
-
-    import torch
-    from accelerate import PartialState
-    from tqdm import tqdm
-
-    from models.video_diffusion import DiffusionSettings, VideoDiffusion, to_unet_layout
-    from utils.video import write_gif, write_mp4
 
     on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
     state = PartialState(cpu=on_cpu)  # several processes under `accelerate launch` / torchrun, else one
@@ -298,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         captions = gt_captions(args, mine)
     else:
         captions = dict.fromkeys(mine, "")
-    part_path = out_dir / CAPTIONS_PART.format(rank=state.process_index)
+    part_path = layout.reconstruction_captions_part_path(out_dir, state.process_index)
     written: dict[str, str] = read_json(part_path, default={})
 
     settings = DiffusionSettings(
@@ -319,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 to_unet_layout(latents), [captions[s] for s in names], [stimulus_seed(args.seed, s) for s in names], settings
             )  # (B, F, H, W, 3) uint8
             for name, clip in zip(names, frames, strict=True):
-                mp4, gif = outputs(out_dir, name)
+                mp4, gif = layout.reconstruction_video_paths(out_dir, name)
                 write_mp4(mp4, clip, args.fps)
                 write_gif(gif, clip, args.fps)
                 written[name] = captions[name]

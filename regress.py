@@ -34,7 +34,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import time
@@ -45,49 +44,54 @@ import numpy as np
 
 from models import zoo
 from models.regressors import (
-    DEFAULT_ALPHAS,
     HIMALAYA_BACKENDS,
     LOSSES,
     REGRESSORS,
     RIDGE_SOLVERS,
+    BaseRegressor,
+    NetSettings,
+    RidgeSettings,
     is_saved,
     load_regressor,
     make_regressor,
 )
-from utils import cli, layout
+from utils import cli, layout, scoring
 from utils.cli import common_parser, fraction, nonnegative_float, positive_float, positive_int, resolve_device
-from utils.datasets import DATASETS, find_subject_folder, subject_folder
+from utils.datasets import DATASETS, subject_folder
 from utils.io import is_complete_npy, read_json, save_npy, write_json, write_manifest, write_text
 from utils.regression_data import (
     INPUTS,
-    N_WAYS,
+    TEST_AVERAGES,
+    TRAIN_REPEATS,
+    RegressionSettings,
     SubjectRows,
-    average_by_key,
-    chance_levels,
+    average_subject_predictions,
     check_feature_counts,
     check_no_overlap,
+    check_one_dataset_per_stimulus,
+    drop_overlap,
+    input_path,
     load_rows,
     parse_subject_selection,
-    per_sample_csv,
-    per_sample_rows,
-    score_predictions,
+    predict_part,
+    resolve_test_average,
     subject_label,
+    training_targets,
     unflatten,
 )
+from utils.report import read_regression_csv, regression_csv
 from utils.seeds import seed_everything
 from utils.targets import check_targets_exist, load_targets
 
 STAGE = "regress"
-DEFAULT_TARGETS = ("z_zeroscope", "blip")
-HIDDEN_DIM = {"default": 1024, "tiny": 128}
 # Flags that do not change the fitted models or predictions (left out of the run's identity).
 NOT_IN_CONFIG = ("data_root", "overwrite", "run", "config", "targets", "device", "dtype")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Common flags plus the regression flags (defaults in one visible block)."""
+    """Common flags plus the regression flags (defaults from RegressionSettings, RidgeSettings, NetSettings)."""
     parser = common_parser(__doc__.split("\n")[0], presets=zoo.PRESETS, multi_dataset=True, roi_set=True)
-    parser.set_defaults(batch_size=64)
+    parser.set_defaults(batch_size=NetSettings.batch_size)
     names = sorted(DATASETS)
     parser.add_argument("--train-on", dest="datasets", nargs="+", choices=names, metavar="DS", default=argparse.SUPPRESS,
                         help="same as --datasets: datasets to train on (default: demo)")
@@ -97,46 +101,48 @@ def build_parser() -> argparse.ArgumentParser:
                         help="datasets to test on (default: the training datasets)")
     parser.add_argument("--test-subjects", nargs="+", metavar="SUB", default=None,
                         help="test subjects; ones not trained on give zero-shot tests (default: the training subjects)")
-    parser.add_argument("--input", default="betas", choices=INPUTS,
+    parser.add_argument("--input", default=RegressionSettings.input, choices=INPUTS,
                         help="regress from prepared fMRI betas or from encoder embeddings (default: %(default)s)")
     parser.add_argument("--embeddings-run", default=None,
                         help="run name under embeddings/ when --input embeddings (default: %(default)s)")
-    parser.add_argument("--targets", "--target", nargs="+", default=list(DEFAULT_TARGETS), metavar="TARGET",
+    parser.add_argument("--targets", "--target", nargs="+", default=list(RegressionSettings.targets), metavar="TARGET",
                         help="targets under target_vectors_<ds>/, e.g. z_zeroscope blip clip (default: %(default)s)")
-    parser.add_argument("--regressor", default="ridge", choices=sorted(REGRESSORS), help="regression model (default: %(default)s)")
+    parser.add_argument("--regressor", default=RegressionSettings.regressor, choices=sorted(REGRESSORS),
+                        help="regression model (default: %(default)s)")
     parser.add_argument("--run", default=None, help="run name (default: derived from the flags)")
-    parser.add_argument("--train-repeats", default="average", choices=("average", "separate"),
+    parser.add_argument("--train-repeats", default=RegressionSettings.train_repeats, choices=TRAIN_REPEATS,
                         help="training rows: stimuli with repeats averaged, or every trial (default: %(default)s)")
-    parser.add_argument("--test-average", default="auto", choices=("auto", "inputs", "predictions"),
+    parser.add_argument("--test-average", default=RegressionSettings.test_average, choices=TEST_AVERAGES,
                         help="average test repeats before predicting (inputs) or average the per-trial predictions; "
                              "auto = inputs when --train-repeats average, else predictions (default: %(default)s)")
     parser.add_argument("--drop-overlap", action="store_true",
                         help="drop training rows whose (dataset, stimulus) is also a test stimulus instead of stopping")
     ridge = parser.add_argument_group("ridge")
-    ridge.add_argument("--alphas", nargs="+", type=positive_float, default=list(DEFAULT_ALPHAS),
+    ridge.add_argument("--alphas", nargs="+", type=positive_float, default=list(RidgeSettings.alphas),
                        help="ridge alpha grid; one alpha is chosen per target by CV (default: %(default)s)")
-    ridge.add_argument("--cv", type=positive_int, default=5, help="cross-validation folds for ridge (default: %(default)s)")
-    ridge.add_argument("--ridge-solver", default="auto", choices=RIDGE_SOLVERS,
+    ridge.add_argument("--cv", type=positive_int, default=RidgeSettings.cv, help="cross-validation folds for ridge (default: %(default)s)")
+    ridge.add_argument("--ridge-solver", default=RidgeSettings.solver, choices=RIDGE_SOLVERS,
                        help="kernel (dual) or primal ridge; auto = kernel when samples < features (default: %(default)s)")
-    ridge.add_argument("--ridge-backend", default="auto", choices=HIMALAYA_BACKENDS,
+    ridge.add_argument("--ridge-backend", default=RidgeSettings.backend, choices=HIMALAYA_BACKENDS,
                        help="himalaya backend; auto = torch_cuda on a CUDA --device, else torch (default: %(default)s)")
     net = parser.add_argument_group("mlp / swiglu")
-    net.add_argument("--hidden-dim", type=positive_int, default=None,
-                     help=f"hidden width (default: {HIDDEN_DIM['default']}, {HIDDEN_DIM['tiny']} with --preset tiny)")
-    net.add_argument("--n-layers", type=positive_int, default=1, help="hidden layers / SwiGLU blocks (default: %(default)s)")
-    net.add_argument("--dropout", type=fraction, default=0.1, help="dropout (default: %(default)s)")
-    net.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default: %(default)s)")
-    net.add_argument("--weight-decay", type=nonnegative_float, default=1e-2, help="AdamW weight decay (default: %(default)s)")
-    net.add_argument("--max-epochs", type=positive_int, default=200, help="most training epochs (default: %(default)s)")
-    net.add_argument("--patience", type=positive_int, default=10,
+    widths = ", ".join(f"{w} with --preset {p}" for p, w in zoo.REGRESSOR_HIDDEN_DIM.items())
+    net.add_argument("--hidden-dim", type=positive_int, default=None, help=f"hidden width (default: {widths})")
+    net.add_argument("--n-layers", type=positive_int, default=NetSettings.n_layers, help="hidden layers / SwiGLU blocks (default: %(default)s)")
+    net.add_argument("--dropout", type=fraction, default=NetSettings.dropout, help="dropout (default: %(default)s)")
+    net.add_argument("--lr", type=positive_float, default=NetSettings.lr, help="AdamW learning rate (default: %(default)s)")
+    net.add_argument("--weight-decay", type=nonnegative_float, default=NetSettings.weight_decay,
+                     help="AdamW weight decay (default: %(default)s)")
+    net.add_argument("--max-epochs", type=positive_int, default=NetSettings.max_epochs, help="most training epochs (default: %(default)s)")
+    net.add_argument("--patience", type=positive_int, default=NetSettings.patience,
                      help="stop after this many epochs without a better validation loss (default: %(default)s)")
-    net.add_argument("--val-fraction", type=fraction, default=0.1,
+    net.add_argument("--val-fraction", type=fraction, default=NetSettings.val_fraction,
                      help="fraction of training stimuli held out for early stopping (default: %(default)s)")
-    net.add_argument("--loss", default="mse", choices=LOSSES, help="training loss (default: %(default)s)")
+    net.add_argument("--loss", default=NetSettings.loss, choices=LOSSES, help="training loss (default: %(default)s)")
     return parser
 
 
-# --------------------------------------------------------------------------- flags and config
+# --------------------------------------------------------------------------- flags and run identity
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse flags (YAML config first, then the command line) and check their combination."""
     parser = build_parser()
@@ -146,9 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.dtype not in ("auto", "float32"):
         parser.error(f"--dtype {args.dtype}: regression runs in float32; use --dtype auto or float32.")
     if args.hidden_dim is None:
-        args.hidden_dim = HIDDEN_DIM[args.preset]
-    if args.test_average == "auto":
-        args.test_average = "inputs" if args.train_repeats == "average" else "predictions"
+        args.hidden_dim = zoo.REGRESSOR_HIDDEN_DIM[args.preset]
+    args.test_average = resolve_test_average(args.test_average, args.train_repeats)
     args.targets = list(dict.fromkeys(args.targets))
     return args
 
@@ -204,76 +209,42 @@ def finished(manifest: dict | None, config: dict[str, Any], targets: list[str], 
     return all(t in files and all(is_complete_npy(root / f) for f in files[t]) for t in targets)
 
 
-# --------------------------------------------------------------------------- data
-def drop_overlap(parts: list[SubjectRows], overlap: set[tuple[str, str]]) -> list[SubjectRows]:
-    """Training parts without rows whose (dataset, stimulus) is in ``overlap``."""
-    kept = []
-    for part in parts:
-        mask = np.asarray([(part.dataset, s) not in overlap for s in part.stimuli], dtype=bool)
-        if mask.any():
-            kept.append(SubjectRows(part.dataset, part.subject, [s for s, m in zip(part.stimuli, mask, strict=True) if m], part.X[mask]))
-    if not kept:
-        raise ValueError("No training rows remain after dropping the test stimuli (--drop-overlap).")
-    return kept
-
-
-def training_targets(data_root: str, target: str, keys: list[tuple[str, str]]) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Y (n_rows, D) for training rows keyed (dataset, stimulus); each file is read once."""
-    unique = list(dict.fromkeys(keys))
-    blocks, shapes = {}, {}
-    for dataset in dict.fromkeys(ds for ds, _ in unique):
-        stimuli = [s for ds, s in unique if ds == dataset]
-        Y, shapes[dataset] = load_targets(data_root, dataset, target, stimuli)
-        blocks[dataset] = {s: Y[i] for i, s in enumerate(stimuli)}
-    if len(set(shapes.values())) > 1:
-        raise ValueError(f"Target {target!r} has different shapes across training datasets: {shapes}.")
-    return np.stack([blocks[ds][s] for ds, s in keys]), next(iter(shapes.values()))
-
-
-def predict_part(model: Any, part: SubjectRows, average_predictions: bool) -> tuple[list[str], np.ndarray]:
-    """Predictions (S, D) for one test subject, averaged per stimulus when rows are trials."""
-    pred = model.predict(part.X)
-    if average_predictions:
-        return average_by_key(pred, part.stimuli)
-    return part.stimuli, pred
-
-
-def mean_over_subjects(results: dict[str, tuple[list[str], np.ndarray]], labels: list[str]) -> tuple[list[str], np.ndarray]:
-    """Average predictions of the same stimulus over several subjects of one dataset."""
-    stimuli = [s for label in labels for s in results[label][0]]
-    values = np.concatenate([results[label][1] for label in labels])
-    return average_by_key(values, stimuli)
-
-
 # --------------------------------------------------------------------------- one target
+def fit_or_load(
+    args: argparse.Namespace, ckpt: Path, config: dict[str, Any], device: str, train: list[SubjectRows],
+    keys: list[tuple[str, str]], Y: np.ndarray,
+) -> BaseRegressor:
+    """The regressor of one target: loaded when ``ckpt`` holds one fitted with this run's config, else fitted on X (n_rows, F) -> Y and saved."""
+    stamp = layout.run_config_path(ckpt)  # the run settings this checkpoint was fitted with
+    if is_saved(ckpt) and read_json(stamp) == config and not args.overwrite:
+        print(f"[{ckpt.name}] loaded the fitted {args.regressor} from {ckpt}")
+        return load_regressor(ckpt, device=device)
+    stamp.unlink(missing_ok=True)  # until the new fit is saved, the folder is not a finished one
+    X = np.concatenate([p.X for p in train])  # (n_rows, F)
+    groups = [f"{ds}/{s}" for ds, s in keys]
+    print(f"[{ckpt.name}] fitting {args.regressor}: X {X.shape} -> Y {Y.shape}")
+    model = make_regressor(args.regressor, **regressor_params(args, device)).fit(X, Y, groups=groups)
+    del X
+    model.save(ckpt)
+    write_json(stamp, config)
+    return model
+
+
 def run_target(
     args: argparse.Namespace, run: str, config: dict[str, Any], target: str, device: str,
     train: list[SubjectRows], test: list[SubjectRows],
 ) -> tuple[dict[str, Any], list[str], list[list]]:
     """Fit (or load) the regressor for one target, write its predictions; return metrics, files, CSV rows."""
     keys = [(p.dataset, s) for p in train for s in p.stimuli]
-    Y, shape = training_targets(args.data_root, target, keys)
-    ckpt = layout.checkpoint_dir(args.data_root, STAGE, run) / target
-    stamp = ckpt / "run_config.json"  # the run settings this checkpoint was fitted with
+    Y, shape = training_targets(args.data_root, target, keys)  # (n_rows, D), the stored shape
     start = time.perf_counter()
-    if is_saved(ckpt) and read_json(stamp) == config and not args.overwrite:
-        model = load_regressor(ckpt, device=device)
-        print(f"[{target}] loaded the fitted {args.regressor} from {ckpt}")
-    else:
-        stamp.unlink(missing_ok=True)  # until the new fit is saved, the folder is not a finished one
-        X = np.concatenate([p.X for p in train])  # (n_rows, F)
-        groups = [f"{ds}/{s}" for ds, s in keys]
-        print(f"[{target}] fitting {args.regressor}: X {X.shape} -> Y {Y.shape} (target shape {shape})")
-        model = make_regressor(args.regressor, **regressor_params(args, device)).fit(X, Y, groups=groups)
-        del X
-        model.save(ckpt)
-        write_json(stamp, config)
+    model = fit_or_load(args, layout.checkpoint_dir(args.data_root, STAGE, run) / target, config, device, train, keys, Y)
     fit_seconds = time.perf_counter() - start
     if "backend" in model.info_:
         print(f"[{target}] himalaya backend in use: {model.info_['backend']}, solver: {model.info_['solver']}")
 
     average_predictions = args.test_average == "predictions"
-    results = {p.label: predict_part(model, p, average_predictions) for p in test}
+    results = {p.label: predict_part(model, p, average_predictions) for p in test}  # label -> (stimuli, (S, D))
     by_dataset: dict[str, list[str]] = {}
     for part in test:
         by_dataset.setdefault(part.dataset, []).append(part.label)
@@ -288,23 +259,22 @@ def run_target(
             truth, true_shape = load_targets(args.data_root, dataset, target, stimuli)
             if true_shape != shape:
                 raise ValueError(f"Target {target!r} of {dataset} has shape {true_shape}, the training targets {shape}.")
-            subjects_metrics[part.label] = score_predictions(pred, truth, seed=args.seed)
-            rows += per_sample_rows(target, part.label, stimuli, pred, truth)
-            if len(test) > 1:
+            subjects_metrics[part.label] = scoring.score_predictions(pred, truth, seed=args.seed)
+            rows += scoring.per_sample_rows(target, part.label, stimuli, pred, truth)
+            if len(test) > 1:  # each subject's own predictions beside their mean
                 out_dir = layout.subject_predictions_dir(args.data_root, run, target, dataset, subject_folder(part.subject))
                 for s, row in zip(stimuli, pred, strict=True):
                     save_npy(out_dir / f"{s}.npy", unflatten(row, shape))
                     files.append(str((out_dir / f"{s}.npy").relative_to(root)))
-        stimuli, pred = mean_over_subjects(results, labels)
+        stimuli, pred = average_subject_predictions(results, labels)
         truth, _ = load_targets(args.data_root, dataset, target, stimuli)
-        scores = [subjects_metrics[label] for label in labels]
         datasets_metrics[dataset] = {
             "subjects": labels,
-            "mean_over_subjects": {k: float(np.mean([s[k] for s in scores])) for k in ("mse", "r2", "pearson_r", "feature_r")},
-            "subject_averaged_prediction": score_predictions(pred, truth, seed=args.seed),
+            "mean_over_subjects": scoring.mean_over_subjects([subjects_metrics[label] for label in labels]),
+            "subject_averaged_prediction": scoring.score_predictions(pred, truth, seed=args.seed),
         }
         if len(labels) > 1:
-            rows += per_sample_rows(target, f"{dataset}/mean", stimuli, pred, truth)
+            rows += scoring.per_sample_rows(target, f"{dataset}/mean", stimuli, pred, truth)
         for s, row in zip(stimuli, pred, strict=True):
             path = layout.prediction_path(args.data_root, run, target, s)
             save_npy(path, unflatten(row, shape))
@@ -325,22 +295,6 @@ def print_summary(target: str, metrics: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- main
-def read_per_sample(path: Path) -> list[list[str]]:
-    """Rows of an earlier per_sample.csv (without its header); [] when absent."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.reader(handle))[1:]
-
-
-def input_path(args: argparse.Namespace, part: SubjectRows) -> str:
-    """The file a subject's inputs came from (for the manifest)."""
-    folder = find_subject_folder(args.data_root, part.dataset, part.subject)
-    if args.input == "embeddings":
-        return str(layout.embeddings_path(args.data_root, args.embeddings_run, part.dataset, folder))
-    return str(layout.prepared_array_path(args.data_root, part.dataset, folder, args.roi_set))
-
-
 def main(argv: list[str] | None = None) -> int:
     """Fit each target's regressor, save test predictions and metrics; 0 on success."""
     args = parse_args(argv)
@@ -352,12 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     run = args.run or derive_run_name(args, config)
     ckpt_root = layout.checkpoint_dir(args.data_root, STAGE, run)
     out_root = layout.predictions_run_dir(args.data_root, run)
-    check_run_config(ckpt_root / "config.json", config, run, args.overwrite)
-    manifest = read_json(out_root / "manifest.json")
+    check_run_config(layout.config_path(ckpt_root), config, run, args.overwrite)
+    manifest = read_json(layout.manifest_path(out_root))
     if not args.overwrite and finished(manifest, config, args.targets, args.data_root):
         print(f"Run {run!r} is already finished in {out_root}; reusing it (pass --overwrite to redo).")
         return 0
 
+    # Rows: training stimuli (or trials) of every training subject; test stimuli of every test subject.
     average_inputs = args.train_repeats == "average"
     train = load_rows(args.data_root, train_subjects, "train", args.input, average_inputs, args.embeddings_run, args.limit, args.roi_set)
     test = load_rows(args.data_root, test_subjects, "test", args.input, args.test_average == "inputs", args.embeddings_run, args.limit, args.roi_set)
@@ -370,43 +325,39 @@ def main(argv: list[str] | None = None) -> int:
     if overlap:
         train = drop_overlap(train, set(overlap))
         print(f"Dropped {len(overlap)} test stimuli from the training rows (--drop-overlap).")
-    names = {}
-    for ds, s in sorted(test_stimuli):
-        if s in names and names[s] != ds:
-            raise ValueError(f"Stimulus {s!r} is in both {names[s]} and {ds}: test on one of these datasets per run.")
-        names[s] = ds
+    check_one_dataset_per_stimulus(test_stimuli)
     for target in args.targets:  # every missing target file is reported before any fitting
         for dataset in dict.fromkeys(list(train_subjects) + list(test_subjects)):
             stimuli = {s for p in train + test if p.dataset == dataset for s in p.stimuli}
             check_targets_exist(args.data_root, dataset, target, sorted(stimuli))
     print(f"Run {run}: {args.input} -> {args.targets} with {args.regressor}; train {sum(len(p.stimuli) for p in train)} rows "
           f"from {[p.label for p in train]}, test {[p.label for p in test]}")
-    write_json(ckpt_root / "config.json", config)
+    write_json(layout.config_path(ckpt_root), config)
 
-    same = bool(manifest) and manifest.get("config") == config  # earlier targets of this run stay valid
+    # Fit, predict and score each target; targets of an earlier pass of the same run are kept.
+    same = bool(manifest) and manifest.get("config") == config
     all_metrics = dict((read_json(layout.regression_metrics_path(args.data_root, run)) or {}).get("targets", {})) if same else {}
     all_files = dict(manifest.get("files", {})) if same else {}
-    csv_rows = [r for r in read_per_sample(out_root / "per_sample.csv") if r[0] not in args.targets] if same else []
+    csv_rows = [r for r in read_regression_csv(layout.per_sample_path(out_root)) if r[0] not in args.targets] if same else []
     for target in args.targets:
         metrics, files, rows = run_target(args, run, config, target, device, train, test)
         print_summary(target, metrics)
         all_metrics[target], all_files[target] = metrics, files
         csv_rows += rows
-    synthetic = any(ds == "demo" for ds in list(train_subjects) + list(test_subjects))
+
+    synthetic = any(DATASETS[ds].synthetic for ds in list(train_subjects) + list(test_subjects))
     write_json(layout.regression_metrics_path(args.data_root, run), {
         "run": run, "input": args.input, "regressor": args.regressor,
         "train": {ds: [subject_label(ds, s) for s in subs] for ds, subs in train_subjects.items()},
         "test": {ds: [subject_label(ds, s) for s in subs] for ds, subs in test_subjects.items()},
         "zero_shot_subjects": sorted({p.label for p in test} - {p.label for p in train}),
         "test_average": args.test_average, "train_repeats": args.train_repeats,
-        "chance": chance_levels(N_WAYS),
-        "notes": ("pearson_r: mean per-stimulus Pearson r over target features; feature_r: mean per-feature r over test "
-                  "stimuli; r2: mean per-feature R2; identification: n-way top-1 among the test stimuli (100 seeded trials "
-                  "per stimulus; null when fewer stimuli than n)" + ("; the demo data are SYNTHETIC" if synthetic else "")),
+        "chance": scoring.chance_levels(),
+        "notes": scoring.regression_notes(synthetic),
         "targets": all_metrics,
     })
-    write_text(out_root / "per_sample.csv", per_sample_csv(csv_rows))
-    inputs = {p.label: input_path(args, p) for p in train + test}
+    write_text(layout.per_sample_path(out_root), regression_csv(csv_rows))
+    inputs = {p.label: input_path(args.data_root, p, args.input, args.embeddings_run, args.roi_set) for p in train + test}
     write_manifest(
         out_root, STAGE, args, inputs=inputs,
         counts={"train_rows": sum(len(p.stimuli) for p in train), "test_subjects": len(test),

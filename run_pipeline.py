@@ -1,20 +1,22 @@
 """Run every stage in order with one set of flags (default: the offline demo with tiny models).
 
-Stages (each is a script's ``main(argv)``, called in this process):
-    download_data              --dataset demo: synthesise the demo; real datasets: fetch betas + metadata
-    prepare                    download_data.py --prepare: pickles -> one float32 array per subject
-    extract_targets_zeroscope  Zeroscope VAE latents of every stimulus
-    extract_targets_blip       BLIP embeddings + captions, CLIP embeddings
-    train_mbm                  masked brain modeling pretraining           -> checkpoints/mbm/<run>/
-    finetune_contrastive       contrastive alignment to CLIP; embeddings   -> embeddings/<run>_clip/
-    regress                    embeddings (or betas) -> targets            -> predictions/<run>/
-    reconstruct_zeroscope      captions + Zeroscope video-to-video         -> reconstructions/<run>/
-    evaluate                   metrics, figures, report.html               -> evaluation/<run>/
+Stages (each is a script's ``main(argv)``, called in this process; numbered as in the README):
+    0   download_data              --dataset demo: synthesise the demo; real datasets: fetch betas + metadata
+    0   prepare                    download_data.py --prepare: pickles -> one float32 array per subject
+    1b  extract_targets_zeroscope  Zeroscope VAE latents of every stimulus
+    1a  extract_targets_blip       BLIP embeddings + captions, CLIP embeddings
+    2a  train_mbm                  masked brain modeling pretraining           -> checkpoints/mbm/<run>/
+    2b  finetune_contrastive       contrastive alignment to CLIP; embeddings   -> embeddings/<run>_clip/
+    3   regress                    embeddings (or betas) -> targets            -> predictions/<run>/
+    4   reconstruct_zeroscope      captions + Zeroscope video-to-video         -> reconstructions/<run>/
+    5   evaluate                   metrics, figures, report.html               -> evaluation/<run>/
 
 Every stage skips work whose outputs are complete (``--overwrite`` redoes it), so a rerun
-after an interruption continues where it stopped. The common flags (--data-root, --dataset,
---subjects, --preset, --device, --dtype, --batch-size, --seed, --overwrite, --limit) go to
-every stage, but the ones you do not give are left to each stage's own default. On the demo
+after an interruption continues where it stopped (an interrupted training run is resumed).
+The common flags (utils/cli.py: --data-root, --dataset, --subjects, --roi-set, --preset,
+--device, --dtype, --batch-size, --seed, --overwrite, --limit) go to every stage that has
+them; the ones you do not give are left to each stage's own default. ``--config FILE.yaml``
+sets the runner's flags by name. On the demo
 with the tiny preset, a few settings keep the whole run within minutes on a 2-core CPU
 (``DEMO_FAST`` below: short MBM/contrastive training on repeat-averaged inputs, posterior-mean
 latents, 2 denoising steps); ``--stage-args STAGE="..."`` adds or overrides flags of one stage.
@@ -45,18 +47,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from models import training, zoo
+from models.regressors import REGRESSORS
 from utils import layout
+from utils.cli import common_parser, parse_args
 from utils.datasets import check_subjects, get_spec, subject_folder
 from utils.io import read_json
+from utils.regression_data import RegressionSettings
 
+# Stages whose training runs can be interrupted and resumed, and their checkpoints/<folder>/.
+TRAINING_STAGES = {"train_mbm": "mbm", "finetune_contrastive": "contrastive"}
 STAGES = (
     "download_data", "prepare", "extract_targets_zeroscope", "extract_targets_blip", "train_mbm",
     "finetune_contrastive", "regress", "reconstruct_zeroscope", "evaluate",
 )
 # Script (module) behind each stage.
 MODULES = {stage: stage for stage in STAGES} | {"prepare": "download_data"}
-# Common flags handed to every stage when given (``--dataset`` and ``--datasets`` are one flag everywhere).
-PASS_THROUGH = ("subjects", "device", "dtype", "batch_size", "seed", "limit")
+# Common flags (utils.cli.common_parser) handed to every stage that has them, when given.
+PASS_THROUGH = ("subjects", "roi_set", "device", "dtype", "batch_size", "seed", "limit")
 # Settings that keep the tiny-preset demo fast on a 2-core CPU (applied only there).
 DEMO_FAST = {
     "train_mbm": ["--epochs", "2", "--input", "averaged"],
@@ -81,21 +89,13 @@ class StageResult:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Runner flags. Pass-through flags default to None = each stage's own default."""
-    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default="data", help="root of every artifact (default: %(default)s)")
-    parser.add_argument("--dataset", "--datasets", default="demo", choices=("bmd", "cc2017", "demo", "had"), help="dataset (default: %(default)s)")
-    parser.add_argument("--subjects", nargs="+", default=None, metavar="SUB", help="subjects as 1, sub01 or sub-01 (default: every subject)")
-    parser.add_argument(
-        "--preset", default=None, choices=("default", "tiny"),
-        help="model preset (default: tiny for the demo, default = the real models otherwise)",
-    )
-    parser.add_argument("--device", default=None, help="torch device for every stage (default: each stage's, i.e. auto)")
-    parser.add_argument("--dtype", default=None, choices=("auto", "float32", "float16", "bfloat16"), help="compute dtype (default: each stage's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="batch size for every stage (default: each stage's own)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for every stage (default: each stage's, 0)")
-    parser.add_argument("--overwrite", action="store_true", help="redo every selected stage's outputs")
-    parser.add_argument("--limit", type=int, default=None, help="--limit for every stage, for quick tries (default: none)")
+    """The common stage flags (utils.cli.common_parser) plus the runner's own.
+
+    Common flags default to None here: a flag not given is left to each stage's own default,
+    and a flag given goes to every stage that has it.
+    """
+    parser = common_parser(__doc__, presets=zoo.PRESETS, roi_set=True)
+    parser.set_defaults(**dict.fromkeys(PASS_THROUGH, None), preset=None)
     parser.add_argument("--run", default=None, help="run name (default: <dataset>_<preset>[_<subjects>])")
     parser.add_argument("--stages", nargs="+", default=None, choices=STAGES, metavar="STAGE", help=f"run only these stages, in pipeline order; any of {list(STAGES)}")
     parser.add_argument("--from-stage", default=None, choices=STAGES, help="start at this stage (default: the first)")
@@ -103,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--regress-input", default="embeddings", choices=("embeddings", "betas"),
         help="what regress.py reads: the contrastive encoder's embeddings or the prepared betas (default: %(default)s)",
     )
-    parser.add_argument("--targets", nargs="+", default=["z_zeroscope", "blip"], help="regression targets (default: %(default)s)")
-    parser.add_argument("--regressor", default="ridge", choices=("ridge", "mlp", "swiglu"), help="regression model (default: %(default)s)")
+    parser.add_argument("--targets", nargs="+", default=list(RegressionSettings.targets), help="regression targets (default: %(default)s)")
+    parser.add_argument("--regressor", default=RegressionSettings.regressor, choices=sorted(REGRESSORS), help="regression model (default: %(default)s)")
     parser.add_argument(
         "--stage-args", nargs="+", default=[], metavar="STAGE=ARGS",
         help='extra flags for one stage, e.g. train_mbm="--epochs 20" (they come last, so they win)',
@@ -118,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the defaults that depend on other flags (preset, run name, stage list)."""
     spec = get_spec(args.dataset)
+    args.data_root = str(Path(args.data_root).resolve())  # stages in child processes (--isolate) run from the repo
     if args.preset is None:
-        args.preset = "tiny" if args.dataset == "demo" else "default"
+        args.preset = zoo.default_preset(spec.synthetic)
     if args.run is None:
         subjects = "" if not args.subjects else "_" + "-".join(subject_folder(s) for s in check_subjects(spec, args.subjects))
         args.run = f"{args.dataset}_{args.preset}{subjects}"
@@ -144,18 +145,14 @@ def stage_options(stage: str) -> set[str]:
 
 
 def common_argv(args: argparse.Namespace, options: set[str]) -> list[str]:
-    """The common flags for one stage: data root, dataset, preset (where the stage has it), and the pass-through flags given."""
-    argv = ["--data-root", str(args.data_root), "--dataset", args.dataset]
-    if "--preset" in options:
-        argv += ["--preset", args.preset]
-    for name in PASS_THROUGH:
-        value = getattr(args, name)
-        if value is None:
+    """The common flags for one stage: data root, dataset, preset, the pass-through flags given and
+    --overwrite, each only when the stage's parser has it."""
+    argv = ["--data-root", args.data_root, "--dataset", args.dataset]
+    for name in ("preset", *PASS_THROUGH, "overwrite"):
+        flag, value = "--" + name.replace("_", "-"), getattr(args, name)
+        if flag not in options or value is None or value is False:
             continue
-        flag = "--" + name.replace("_", "-")
-        argv += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
-    if args.overwrite:
-        argv.append("--overwrite")
+        argv += [flag] if value is True else [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
     return argv
 
 
@@ -173,9 +170,11 @@ def stage_argv(stage: str, args: argparse.Namespace) -> list[str]:
         "reconstruct_zeroscope": ["--run", args.run],
         "evaluate": ["--reconstructions", args.run],
     }[stage]
-    if stage == "train_mbm" and not args.overwrite and mbm_interrupted(layout.checkpoint_dir(args.data_root, "mbm", args.run)):
-        own.append("--resume")
-    fast = DEMO_FAST.get(stage, []) if args.demo_fast and args.dataset == "demo" and args.preset == "tiny" else []
+    if stage in TRAINING_STAGES and not args.overwrite:
+        run = args.run if stage == "train_mbm" else contrastive_run(args)
+        if training.run_status(layout.checkpoint_dir(args.data_root, TRAINING_STAGES[stage], run)) == "interrupted":
+            own.append("--resume")
+    fast = DEMO_FAST.get(stage, []) if demo_fast(args) else []
     return common_argv(args, stage_options(stage)) + own + fast + args.extras.get(stage, [])
 
 
@@ -184,14 +183,9 @@ def contrastive_run(args: argparse.Namespace) -> str:
     return f"{args.run}_clip"
 
 
-def mbm_interrupted(run_dir: Path) -> bool:
-    """True when an MBM run folder holds an unfinished training state (the runner then resumes it)."""
-    state = run_dir / "train_state.pt"
-    if not state.exists():
-        return False
-    import torch
-
-    return not torch.load(state, map_location="cpu", weights_only=True).get("complete", False)
+def demo_fast(args: argparse.Namespace) -> bool:
+    """True when the runner's fast demo settings apply: synthetic data with random-weight models."""
+    return args.demo_fast and get_spec(args.dataset).synthetic and zoo.has_random_weights(args.preset)
 
 
 def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
@@ -260,12 +254,13 @@ def summary_lines(results: list[StageResult], isolate: bool) -> list[str]:
 def headline(args: argparse.Namespace) -> list[str]:
     """Report path and main numbers from evaluation/<run>/metrics.json and predictions/<run>/metrics.json."""
     lines = []
-    metrics = read_json(layout.evaluation_dir(args.data_root, args.run) / "metrics.json")
+    out_dir = layout.evaluation_dir(args.data_root, args.run)
+    metrics = read_json(layout.metrics_path(out_dir))
     if metrics:
-        lines.append(f"report: {layout.evaluation_dir(args.data_root, args.run) / 'report.html'}")
+        lines.append(f"report: {layout.report_path(out_dir)}")
         if metrics.get("synthetic"):
             lines.append("(SYNTHETIC demo data: numbers show the pipeline carries information, not real decoding)")
-        if metrics.get("preset") == "tiny":
+        if zoo.has_random_weights(metrics.get("preset", "default")):
             lines.append("(tiny random models: classifier, CLIP and caption scores only exercise the code, they measure nothing)")
         for name in ("clip_2way_identification", "video_2way", "image_2way", "ssim", "psnr", "caption_2way_retrieval"):
             entry = metrics["metrics"].get(name)
@@ -293,9 +288,9 @@ def regression_identification(data_root: str | Path, run: str) -> dict[str, floa
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selected stages in order; 0 when all succeeded."""
-    args = resolve(build_parser().parse_args(argv))
+    args = resolve(parse_args(build_parser(), argv))
     print(f"[pipeline] run {args.run!r}: dataset {args.dataset}, preset {args.preset}, data root {args.data_root}")
-    if args.demo_fast and args.dataset == "demo" and args.preset == "tiny":
+    if demo_fast(args):
         print(f"[pipeline] {DEMO_WHY} (--no-demo-fast turns them off)")
     results = []
     for stage in args.selected:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import evaluate  # noqa: E402
 import run_pipeline  # noqa: E402
 from models import zoo  # noqa: E402
-from utils import layout, metrics  # noqa: E402
+from utils import evaluation_data, layout, metrics  # noqa: E402
 from utils.datasets import DEMO, stimulus_path  # noqa: E402
 from utils.synthetic import make_demo  # noqa: E402
 from utils.video import sample_frames, write_mp4  # noqa: E402
@@ -57,10 +57,10 @@ def timed_main(argv: list[str]) -> float:
 
 def per_family(root: Path, stim: str, repeats: int = 3) -> dict[str, float]:
     """Milliseconds per clip of each metric family on one clip (15 frames)."""
-    pred, true = evaluate.load_pair(layout.reconstructions_dir(root, "bench") / "mp4" / f"{stim}.mp4", stimulus_path(root, DEMO, stim), 0, 0)
+    pred, true = evaluation_data.load_pair(layout.reconstructions_dir(root, "bench") / "mp4" / f"{stim}.mp4", stimulus_path(root, DEMO, stim), 0, 0)
     image, video, clip = zoo.load_image_classifier("tiny"), zoo.load_video_classifier("tiny"), zoo.load_clip("tiny")
     jobs = {
-        "decode + match frames": lambda: evaluate.load_pair(layout.reconstructions_dir(root, "bench") / "mp4" / f"{stim}.mp4", stimulus_path(root, DEMO, stim), 0, 0),
+        "decode + match frames": lambda: evaluation_data.load_pair(layout.reconstructions_dir(root, "bench") / "mp4" / f"{stim}.mp4", stimulus_path(root, DEMO, stim), 0, 0),
         "SSIM + PSNR": lambda: (metrics.ssim_frames(pred, true), metrics.psnr_frames(pred, true)),
         "image classifier (2 x 15 frames) + n-way": lambda: metrics.n_way_top1_classification(
             metrics.image_class_probs(*image, pred), metrics.image_class_probs(*image, true), 50),

@@ -23,7 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.mbm import MaskedBrainModel, MBMConfig, config_from_preset, param_groups  # noqa: E402
+from models import zoo  # noqa: E402
+from models.mbm import MaskedBrainModel, MBMConfig  # noqa: E402
+from models.training import param_groups  # noqa: E402
 from utils.brain_data import padded_length  # noqa: E402
 from utils.datasets import N_GROUP41  # noqa: E402
 
@@ -50,8 +52,8 @@ def step_flops(config: MBMConfig) -> float:
 def bench(preset: str, batch_size: int, steps: int, warmup: int, device: str, dtype: str) -> dict:
     """Time ``steps`` training steps after ``warmup`` untimed ones."""
     torch.manual_seed(0)
-    num_voxels = padded_length(N_GROUP41, config_from_preset(preset, 16 * 64).patch_size)
-    config = config_from_preset(preset, num_voxels)
+    num_voxels = padded_length(N_GROUP41, zoo.mbm_patch_size(preset))
+    config = zoo.mbm_config(preset, num_voxels)
     model = MaskedBrainModel(config).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4)
     x = torch.randn(batch_size, 1, num_voxels, device=device)
@@ -84,7 +86,7 @@ def bench(preset: str, batch_size: int, steps: int, warmup: int, device: str, dt
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["tiny"], choices=("tiny", "default"), help="MBM sizes to time (default: %(default)s)")
+    parser.add_argument("--presets", nargs="+", default=["tiny"], choices=tuple(zoo.MBM_SIZES), help="MBM sizes to time (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="samples per step (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default: %(default)s)")

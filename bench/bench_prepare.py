@@ -59,7 +59,7 @@ def make_pickle(data_root: Path, seed: int = 0) -> Path:
         "train_data_allvoxel": rng.standard_normal((BMD.n_train, BMD.repeats["train"], N_GROUP41)),  # (1000, 3, V)
         "test_data_allvoxel": rng.standard_normal((BMD.n_test, BMD.repeats["test"], N_GROUP41)),  # (102, 10, V)
     }
-    path = layout.pickle_path(data_root, "bmd", "sub01", "Group41", BMD.suffix)
+    path = layout.pickle_path(data_root, BMD.name, "sub01", BMD.pickle_roi_set, BMD.suffix)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
         pickle.dump(data, handle, protocol=pickle.HIGHEST_PROTOCOL)

@@ -9,7 +9,8 @@ Pooling (``pool``):
 - ``tokens``: each token reduced to ``token_dim`` values by a shared linear layer, then
   flattened, features (N, L * token_dim): keeps where on the cortex a signal comes from.
 
-``clip_loss`` is the symmetric cross-entropy of CLIP with a learnable temperature.
+``clip_loss`` is the symmetric cross-entropy of CLIP with a learnable temperature;
+``evaluate`` scores a model on a TrialSet (loss, top-1 retrieval, 2-way identification).
 """
 from __future__ import annotations
 
@@ -19,11 +20,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.mbm import MaskedBrainModel
+from models.mbm import MaskedBrainModel, mbm_config_from_dict, resolve_checkpoint
+from models.training import load_state_strict, read_safetensors
+from utils import layout
+from utils.brain_data import Source, TrialSet, build_items, item_targets, single_trials
+from utils.io import atomic_path, save_npy
+from utils.metrics import n_way_identification, top_k_retrieval
 
 POOL_MODES = ("mean", "tokens")
 
@@ -33,10 +40,10 @@ class HeadConfig:
     """Projection head: pooling, token reduction width, hidden width (0 = linear), output dim."""
 
     out_dim: int
-    pool: str = "mean"
+    pool: str = "tokens"
     token_dim: int = 8
     hidden_dim: int = 0
-    dropout: float = 0.0
+    dropout: float = 0.1
     temperature: float = 0.07
 
     def __post_init__(self) -> None:
@@ -159,11 +166,9 @@ def embed(model: BrainCLIP, data: Any, ids: list[int], batch_size: int, device: 
 
 def load_brainclip(path: str | Path) -> tuple[BrainCLIP, dict[str, Any]]:
     """Load a fine-tuned BrainCLIP from a run folder (best, else last) or a .safetensors beside its config.json."""
-    from models.mbm import load_state_strict, mbm_config_from_dict, read_safetensors, resolve_checkpoint
-
     weights, config_path = resolve_checkpoint(path)
     if config_path is None or not config_path.exists():
-        raise FileNotFoundError(f"Missing config.json beside {weights}: run `python finetune_contrastive.py` to make one.")
+        raise FileNotFoundError(f"Missing {layout.config_path(weights.parent)} beside {weights}: run `python finetune_contrastive.py` to make one.")
     config = json.loads(config_path.read_text())
     missing = [k for k in ("model", "head") if k not in config]
     if missing:
@@ -172,3 +177,67 @@ def load_brainclip(path: str | Path) -> tuple[BrainCLIP, dict[str, Any]]:
     model = BrainCLIP(encoder, HeadConfig(**config["head"]))
     load_state_strict(model, read_safetensors(weights), str(weights))
     return model.eval(), config
+
+
+def retrieval_metrics(pred: np.ndarray, true: np.ndarray, seed: int) -> dict[str, float]:
+    """Top-1 retrieval among the given stimuli and 2-way identification, with chance levels."""
+    n = len(pred)
+    out = {"n_stimuli": n, "top1": float(top_k_retrieval(pred, true, 1)), "chance_top1": 1.0 / max(n, 1)}
+    if n >= 2:
+        out.update({"two_way": float(n_way_identification(pred, true, 2, seed=seed)), "chance_two_way": 0.5})
+    return out
+
+
+def evaluate(
+    model: BrainCLIP, data: TrialSet, tables: dict, batch_size: int, device: torch.device | str, seed: int, autocast: Any = None
+) -> dict[str, float]:
+    """Contrastive loss and retrieval (projection vs first target) over every item of ``data`` ({} when empty).
+
+    ``tables``: ``{dataset: {stimulus: (n_targets, E)}}`` (``utils.brain_data.target_tables``).
+    """
+    if len(data) == 0:
+        return {}
+    pred = embed(model, data, list(range(len(data))), batch_size, device, "projection", autocast)  # (S, E)
+    targets = item_targets(data, tables)  # (S, n_targets, E)
+    with torch.no_grad():
+        loss = float(np.mean([
+            float(clip_loss(pred, torch.from_numpy(targets[:, k]), model.logit_scale.detach().cpu()))
+            for k in range(targets.shape[1])
+        ]))
+    return {"loss": loss, **retrieval_metrics(pred.numpy(), targets[:, 0], seed)}
+
+
+def split_retrieval(
+    model: BrainCLIP, source: Source, tables: dict, batch_size: int, device: torch.device | str, seed: int, autocast: Any = None
+) -> dict[str, dict[str, float]]:
+    """``evaluate`` on the stimulus means of one subject's test and train splits: ``{"test": ..., "train": ...}``."""
+    return {
+        split: evaluate(model, build_items([source], (split,), "averaged"), tables, batch_size, device, seed, autocast)
+        for split in ("test", "train")
+    }
+
+
+def export_embeddings(
+    model: BrainCLIP, source: Source, data_root: str | Path | None, run: str, roi_set: str, output: str, batch_size: int,
+    device: torch.device | str, autocast: Any = None, chunk: int = 1024,
+) -> Path:
+    """Embeddings of every prepared trial of ``source`` -> ``embeddings/<run>/<ds>/subNN.npy`` (n_trials, E) float32.
+
+    Rows follow the subject's prepared trials table, copied beside it first as
+    ``subNN_trials.csv``; the ``.npy``, written last, marks the subject done. Returns its path.
+    """
+    import shutil
+
+    from tqdm import tqdm
+
+    trials = single_trials(source)
+    ids = list(range(len(trials)))
+    chunks = [
+        embed(model, trials, ids[lo : lo + chunk], batch_size, device, output, autocast).numpy()
+        for lo in tqdm(range(0, len(ids), chunk), desc=f"embed {source.name}", leave=False)
+    ]
+    with atomic_path(layout.embeddings_trials_path(data_root, run, source.dataset, source.folder)) as tmp:
+        shutil.copyfile(layout.prepared_trials_path(data_root, source.dataset, source.folder, roi_set), tmp)
+    path = layout.embeddings_path(data_root, run, source.dataset, source.folder)
+    save_npy(path, np.concatenate(chunks).astype(np.float32))
+    return path

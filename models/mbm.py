@@ -10,13 +10,13 @@ norm2,mlp.fc1,mlp.fc2}``, ``norm``, ``decoder_embed``, ``mask_token``, ``decoder
 
 Input: (N, 1, V) with V a multiple of ``patch_size`` (wrap-padded, z-scored; see
 ``utils.brain_data``). Masking is per-sample random (argsort of uniform noise); the loss is
-the MSE on masked patches only. Model sizes live in ``MBM_PRESETS``; checkpoints are saved
-as safetensors plus a JSON config (``save_checkpoint`` / ``load_mbm``).
+the MSE on masked patches only. Model sizes per preset live in ``models.zoo.MBM_SIZES``
+(``zoo.mbm_config``); checkpoints are safetensors plus a JSON config
+(``models.training.save_checkpoint`` writes them, ``load_mbm`` reads them).
 """
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,26 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.io import atomic_path, write_json
+from models.training import load_state_strict, read_safetensors
+from utils import layout
 
-MBM_PRESETS: dict[str, dict[str, Any]] = {
-    # The published BMD encoder (Mind-Vis / MinD-Video "MAE for fMRI" sizes).
-    "default": dict(
-        patch_size=16, embed_dim=1024, depth=24, num_heads=16,
-        decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=1.0, mask_ratio=0.75,
-    ),
-    # Offline tests and the demo: the same classes, small enough for seconds on a CPU.
-    "tiny": dict(
-        patch_size=64, embed_dim=64, depth=2, num_heads=4,
-        decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4, mlp_ratio=2.0, mask_ratio=0.75,
-    ),
-}
+# Parts of the published sub-XX.pth checkpoints that the MBM does not have.
 IGNORED_KEY_PREFIXES = ("nature_img_",)
-CONFIG_NAME = "config.json"
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's keys or shapes differ from the model built from its config."""
 
 
 @dataclass(frozen=True)
@@ -86,21 +71,6 @@ def check_mask_ratio(ratio: float) -> float:
     if not 0.0 <= float(ratio) < 1.0:
         raise ValueError(f"mask_ratio={ratio!r} must be in [0, 1).")
     return float(ratio)
-
-
-def config_from_preset(preset: str, num_voxels: int, **overrides: Any) -> MBMConfig:
-    """An MBMConfig from ``MBM_PRESETS[preset]`` for inputs of ``num_voxels`` (padded) values."""
-    if preset not in MBM_PRESETS:
-        raise ValueError(f"Unknown MBM preset={preset!r}. Known presets: {sorted(MBM_PRESETS)}.")
-    values = {**MBM_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    return MBMConfig(num_voxels=num_voxels, **values)
-
-
-def preset_patch_size(preset: str) -> int:
-    """Patch size of an MBM preset (needed to pad the data before the model exists)."""
-    if preset not in MBM_PRESETS:
-        raise ValueError(f"Unknown MBM preset={preset!r}. Known presets: {sorted(MBM_PRESETS)}.")
-    return int(MBM_PRESETS[preset]["patch_size"])
 
 
 def sincos_pos_embed(dim: int, length: int, cls_token: bool = True) -> np.ndarray:
@@ -300,58 +270,7 @@ class MaskedBrainModel(nn.Module):
         return self.encode(x)[:, 1:].mean(dim=1)
 
 
-# ----------------------------------------------------------------------------- training helpers
-
-
-def cosine_warmup_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
-    """Learning-rate multiplier: linear warmup to 1 over ``warmup_steps``, then cosine to ``min_ratio``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict]:
-    """AdamW groups: no weight decay on biases, norms and tokens (1-D or token parameters)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim <= 1 or name.endswith("_token") else decay).append(param)
-    extra = {} if lr is None else {"lr": lr}
-    return [{"params": decay, "weight_decay": weight_decay, **extra}, {"params": no_decay, "weight_decay": 0.0, **extra}]
-
-
 # ----------------------------------------------------------------------------- checkpoints
-
-
-def _describe(keys: list[str], limit: int = 12) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
-
-
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` after a check that names missing/unexpected keys and shapes."""
-    state = {k: v for k, v in state.items() if not k.startswith(IGNORED_KEY_PREFIXES)}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
-        if tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_describe(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_describe(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches: {_describe(shapes)}")
-        raise CheckpointMismatchError(f"{source} does not match the model built from its config; " + "; ".join(parts) + ".")
-    model.load_state_dict(state, strict=True)
 
 
 def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
@@ -378,7 +297,7 @@ def config_from_published(ns: SimpleNamespace, state: dict[str, torch.Tensor], s
         mlp_default = hidden / dim
     return MBMConfig(
         num_voxels=int(pick("num_voxels")),
-        patch_size=int(pick("patch_size", default=16)),
+        patch_size=int(pick("patch_size", default=MBMConfig.patch_size)),
         embed_dim=int(pick("embed_dim", "embedding_dim")),
         depth=int(pick("depth", default=_count_blocks(state, "blocks") or None)),
         num_heads=int(pick("num_heads")),
@@ -386,7 +305,7 @@ def config_from_published(ns: SimpleNamespace, state: dict[str, torch.Tensor], s
         decoder_depth=int(pick("decoder_depth", default=_count_blocks(state, "decoder_blocks") or None)),
         decoder_num_heads=int(pick("decoder_num_heads")),
         mlp_ratio=float(pick("mlp_ratio", default=mlp_default)),
-        mask_ratio=float(pick("mask_ratio", default=0.75)),
+        mask_ratio=float(pick("mask_ratio", default=MBMConfig.mask_ratio)),
     )
 
 
@@ -399,63 +318,38 @@ def mbm_config_from_dict(values: dict[str, Any], source: str) -> MBMConfig:
     return MBMConfig(**values)
 
 
-def save_checkpoint(
-    directory: str | Path, name: str, model: nn.Module, config: dict[str, Any] | None = None, step: int | None = None
-) -> Path:
-    """Write ``<directory>/<name>.safetensors`` atomically (and ``config.json`` when given).
-
-    ``step`` (the optimizer step the weights belong to) goes into the file's metadata, so a
-    resume can check that weights and optimizer state were saved together.
-    """
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path = directory / f"{name}.safetensors"
-    metadata = {"format": "pt"} if step is None else {"format": "pt", "step": str(step)}
-    with atomic_path(path, suffix=".tmp.safetensors") as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-    if config is not None:
-        write_json(directory / CONFIG_NAME, config)
-    return path
-
-
-def checkpoint_step(path: str | Path) -> int | None:
-    """The optimizer step recorded by ``save_checkpoint`` (None when the file has none)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        step = (handle.metadata() or {}).get("step")
-    return int(step) if step is not None else None
-
-
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """State dict from a safetensors file, with a clear error when it is missing or corrupt."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Missing checkpoint {path}.")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path} is truncated or not a safetensors file ({error}).") from error
-
-
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     """(weights file, config.json or None for a published .pth) from a run folder or a file."""
     path = Path(path)
     if path.is_dir():
-        for name in ("best.safetensors", "last.safetensors"):
-            if (path / name).exists():
-                return path / name, path / CONFIG_NAME
+        for name in ("best", "last"):
+            if layout.weights_path(path, name).exists():
+                return layout.weights_path(path, name), layout.config_path(path)
         raise FileNotFoundError(f"{path} holds no best.safetensors or last.safetensors: run `python train_mbm.py` first.")
     if not path.exists():
         raise FileNotFoundError(f"Missing MBM checkpoint {path}: train one with `python train_mbm.py --run NAME` or give a published sub-XX.pth.")
     if path.suffix == ".safetensors":
-        return path, path.parent / CONFIG_NAME
+        return path, layout.config_path(path.parent)
     return path, None
+
+
+def resolve_mbm_run(name: str | None, data_root: str | Path | None, preset: str) -> Path | None:
+    """The MBM checkpoint ``--mbm NAME`` means: a file or folder, else the train_mbm.py run NAME (default: ``preset``).
+
+    ``none`` means a random encoder (returns None).
+    """
+    if name == "none":
+        return None
+    name = name or preset
+    if Path(name).exists():
+        return Path(name)
+    run_dir = layout.checkpoint_dir(data_root, "mbm", name)
+    if run_dir.exists():
+        return run_dir
+    raise FileNotFoundError(
+        f"No MBM checkpoint {name!r}: it is neither a file nor {run_dir}. Run `python train_mbm.py --preset {preset} "
+        f"--run {name}` first, give a published sub-XX.pth, or pass --mbm none to start from a random encoder."
+    )
 
 
 def load_mbm(path: str | Path) -> tuple[MaskedBrainModel, dict[str, Any]]:
@@ -480,7 +374,7 @@ def load_mbm(path: str | Path) -> tuple[MaskedBrainModel, dict[str, Any]]:
         model_config = mbm_config_from_dict(config["model"], str(config_path))
         state = read_safetensors(weights)
     model = MaskedBrainModel(model_config)
-    load_state_strict(model, state, str(weights))
+    load_state_strict(model, state, str(weights), IGNORED_KEY_PREFIXES)
     return model.eval(), config
 
 
@@ -514,67 +408,3 @@ def masked_loss(
         count += len(ids)
     model.train(was_training)
     return total / max(count, 1)
-
-
-def mixed_precision(dtype: str, device: str) -> str:
-    """accelerate's ``mixed_precision`` from --dtype: auto = bf16 (fp16 without bf16) on CUDA, none on CPU."""
-    if dtype == "auto":
-        if not device.startswith("cuda"):
-            return "no"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    choices = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
-    if dtype not in choices:
-        raise ValueError(f"Unknown dtype={dtype!r}; use auto or one of {sorted(choices)}.")
-    return choices[dtype]
-
-
-def make_accelerator(device_flag: str, dtype: str):
-    """An ``accelerate.Accelerator`` honouring --device (auto, cpu or cuda) and --dtype.
-
-    Under ``accelerate launch`` the launcher picks the GPUs; a plain ``python`` run uses one device.
-    """
-    from accelerate import Accelerator
-
-    from utils.cli import resolve_device
-
-    device = resolve_device(device_flag)
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"--device={device_flag!r}: use auto, cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES or accelerate launch).")
-    return Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision(dtype, device))
-
-
-def append_log(path: str | Path, row: dict[str, Any], columns: tuple[str, ...]) -> None:
-    """Append one row to a CSV training log (rewritten atomically, header first)."""
-    import csv
-    import io
-
-    from utils.io import write_text
-
-    path = Path(path)
-    rows = []
-    if path.exists():
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    rows.append(row)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
-
-
-def save_rng_state(path: str | Path) -> None:
-    """Torch CPU (and CUDA) RNG state of this process -> ``path`` (atomic)."""
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    with atomic_path(path) as tmp:
-        torch.save(rng, tmp)
-
-
-def load_rng_state(path: str | Path) -> None:
-    """Restore what ``save_rng_state`` wrote (weights_only load)."""
-    rng = torch.load(path, map_location="cpu", weights_only=True)
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])

@@ -7,6 +7,9 @@
 - ``MLPRegressor`` and ``SwiGLURegressor``: small torch networks trained with AdamW, MSE or
   smooth-L1 loss and early stopping on a validation split, seeded.
 
+Defaults live in one dataclass per kind, ``RidgeSettings`` and ``NetSettings``; the regressors'
+``DEFAULTS`` and regress.py's flags both read them.
+
 Every regressor standardises X and Y with statistics of the training data only
 (himalaya's ``fit_intercept`` is off, so centring is ours) and returns predictions in the
 original units of Y. Shapes: X (n_samples, n_features) float32, Y (n_samples, n_targets).
@@ -18,10 +21,12 @@ original units of Y. Shapes: X (n_samples, n_features) float32, Y (n_samples, n_
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +35,8 @@ import torch
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
+from models.zoo import REGRESSOR_HIDDEN_DIM
+from utils import layout
 from utils.io import atomic_path, jsonable, write_json
 
 LOG = logging.getLogger(__name__)
@@ -39,6 +46,40 @@ HIMALAYA_BACKENDS = ("auto", "numpy", "torch", "torch_cuda")
 RIDGE_SOLVERS = ("auto", "kernel", "primal")
 LOSSES = ("mse", "smooth_l1")
 DEFAULT_ALPHAS = (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
+WEIGHTS_NAME = "weights"  # <dir>/weights.safetensors beside <dir>/config.json
+
+
+@dataclass(frozen=True)
+class RidgeSettings:
+    """Parameters of ``RidgeRegressor`` and their defaults (see its docstring)."""
+
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    cv: int = 5
+    solver: str = "auto"
+    backend: str = "auto"
+    device: str = "cpu"
+    n_targets_batch: int = 8192
+
+
+@dataclass(frozen=True)
+class NetSettings:
+    """Parameters of ``MLPRegressor`` / ``SwiGLURegressor`` and their defaults.
+
+    hidden_dim: the ``default`` preset's width (``models.zoo.REGRESSOR_HIDDEN_DIM``).
+    """
+
+    hidden_dim: int = REGRESSOR_HIDDEN_DIM["default"]
+    n_layers: int = 1
+    dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 64
+    max_epochs: int = 200
+    patience: int = 10
+    val_fraction: float = 0.1
+    loss: str = "mse"
+    seed: int = 0
+    device: str = "cpu"
 
 
 # --------------------------------------------------------------------------- validation
@@ -122,7 +163,7 @@ class Standardizer:
 class BaseRegressor:
     """Shared interface: ``fit(X, Y, groups=None)``, ``predict(X)``, ``save(dir)``.
 
-    Subclasses declare their parameters in ``DEFAULTS``; ``_validate`` checks them in one
+    Subclasses declare their parameters in ``DEFAULTS`` (from a settings dataclass); ``_validate`` checks them in one
     place. ``groups`` (one label per sample, e.g. the stimulus) keeps all samples of a group
     on the same side of every validation split (repeats of a stimulus never leak).
     """
@@ -174,9 +215,9 @@ class BaseRegressor:
             "y_mean": self.y_scaler.mean, "y_std": self.y_scaler.std,
             **self._state(),
         }
-        with atomic_path(directory / "weights.safetensors", suffix=".tmp.safetensors") as tmp:
+        with atomic_path(layout.weights_path(directory, WEIGHTS_NAME), suffix=".tmp.safetensors") as tmp:
             save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
-        write_json(directory / "config.json", {
+        write_json(layout.config_path(directory), {
             "format_version": FORMAT_VERSION, "model": self.name, "params": jsonable(self.params),
             "n_features": self.n_features_in_, "n_targets": self.n_targets_, "info": jsonable(self.info_),
             "tensors": {k: list(v.shape) for k, v in tensors.items()},
@@ -245,9 +286,7 @@ class RidgeRegressor(BaseRegressor):
     """
 
     name = "ridge"
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        "alphas": DEFAULT_ALPHAS, "cv": 5, "solver": "auto", "backend": "auto", "device": "cpu", "n_targets_batch": 8192,
-    }
+    DEFAULTS: ClassVar[dict[str, Any]] = dataclasses.asdict(RidgeSettings())
 
     def _validate(self) -> None:
         p = self.params
@@ -369,10 +408,7 @@ class _TorchRegressor(BaseRegressor):
     """Shared training loop: AdamW, MSE/smooth-L1, early stopping on a grouped validation split."""
 
     NET: ClassVar[type[nn.Module]] = MLP
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        "hidden_dim": 1024, "n_layers": 1, "dropout": 0.1, "lr": 1e-3, "weight_decay": 1e-2, "batch_size": 64,
-        "max_epochs": 200, "patience": 10, "val_fraction": 0.1, "loss": "mse", "seed": 0, "device": "cpu",
-    }
+    DEFAULTS: ClassVar[dict[str, Any]] = dataclasses.asdict(NetSettings())
 
     def _validate(self) -> None:
         p = self.params
@@ -502,8 +538,7 @@ def make_regressor(model: str, **params: Any) -> BaseRegressor:
 
 def is_saved(directory: str | Path) -> bool:
     """True when ``directory`` holds a complete saved regressor."""
-    directory = Path(directory)
-    return (directory / "config.json").is_file() and (directory / "weights.safetensors").is_file()
+    return layout.config_path(directory).is_file() and layout.weights_path(directory, WEIGHTS_NAME).is_file()
 
 
 def load_regressor(directory: str | Path, device: str | None = None) -> BaseRegressor:
@@ -511,14 +546,15 @@ def load_regressor(directory: str | Path, device: str | None = None) -> BaseRegr
     directory = Path(directory)
     if not is_saved(directory):
         raise FileNotFoundError(f"No saved regressor in {directory} (expected config.json and weights.safetensors): run regress.py first.")
-    config = json.loads((directory / "config.json").read_text())
+    config_file = layout.config_path(directory)
+    config = json.loads(config_file.read_text())
     if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{directory / 'config.json'}: format_version={config.get('format_version')!r}, expected {FORMAT_VERSION}.")
+        raise ValueError(f"{config_file}: format_version={config.get('format_version')!r}, expected {FORMAT_VERSION}.")
     params = dict(config["params"])
     if device is not None and "device" in params:
         params["device"] = device
     model = make_regressor(config["model"], **params)
-    tensors = load_file(str(directory / "weights.safetensors"))
+    tensors = load_file(str(layout.weights_path(directory, WEIGHTS_NAME)))
     shapes = {k: list(v.shape) for k, v in tensors.items()}
     if shapes != config["tensors"]:
         raise ValueError(f"{directory}: weights do not match config.json (expected {config['tensors']}, found {shapes}).")

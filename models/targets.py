@@ -45,7 +45,38 @@ from utils.video import VideoDecodeError, resize_frames, sample_frames
 
 N_FRAMES = 15
 SUBSETS = ("train", "test", "all")
-LATENT_MODES = ("sample", "mean")
+LATENT_MODES = ("mean", "sample")
+
+
+@dataclass(frozen=True)
+class ZeroscopeTargetSettings:
+    """How ``extract_targets_zeroscope.py`` makes latents (its flags read their defaults here).
+
+    size: square frame size before encoding, None = the preset's (``zoo.zeroscope_frame_size``);
+    latent: ``mean`` (posterior mean) or ``sample`` (seeded per stimulus, as the original);
+    frames_per_forward: frames per VAE encoder call (bounds memory); workers: decoding threads.
+    """
+
+    size: int | None = None
+    latent: str = "mean"
+    frames_per_forward: int = 60
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class BlipTargetSettings:
+    """How ``extract_targets_blip.py`` makes BLIP/CLIP targets (its flags read their defaults here).
+
+    image_size: BLIP input size, None = the preset's (``zoo.blip_image_size``); blip_normalize:
+    BLIP's mean/std after scaling to [0, 1]; captions / clip: also write captions.json / the CLIP
+    embeddings; workers: decoding threads. Caption decoding settings are ``CaptionSettings``.
+    """
+
+    image_size: int | None = None
+    blip_normalize: bool = True
+    captions: bool = True
+    clip: bool = True
+    workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -150,9 +181,9 @@ def vae_latents(
     vae: Any,
     videos: np.ndarray,
     stimuli: Sequence[str],
-    mode: str = "sample",
+    mode: str = ZeroscopeTargetSettings.latent,
     seed: int = 0,
-    frames_per_forward: int = 60,
+    frames_per_forward: int = ZeroscopeTargetSettings.frames_per_forward,
 ) -> np.ndarray:
     """Scaled VAE latents of uint8 videos (B, T, H, W, 3) -> float32 (B, T, C, H/8, W/8).
 

@@ -39,6 +39,9 @@ IMAGE_CLASSIFIER_ID = "google/vit-base-patch16-224"
 VIDEO_CLASSIFIER_ID = "MCG-NJU/videomae-base-finetuned-kinetics"
 PRESETS = ("default", "tiny")
 
+# Hidden width of the mlp / swiglu regressors (regress.py --hidden-dim) per preset.
+REGRESSOR_HIDDEN_DIM = {"default": 1024, "tiny": 128}
+
 # BLIP and OpenAI CLIP share these normalisation constants (inputs in [0, 1] first).
 BLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 BLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -209,6 +212,17 @@ def model_source(preset: str, model_path: str | Path | None, default_id: str) ->
     if model_path is not None:
         return str(model_path)
     return default_id if preset == "default" else "tiny"
+
+
+def has_random_weights(preset: str) -> bool:
+    """True for presets whose models have random weights: their classifier, CLIP and caption scores measure nothing."""
+    check_preset(preset)
+    return preset == "tiny"
+
+
+def default_preset(synthetic: bool) -> str:
+    """The preset a run uses unless told: the offline tiny models on synthetic data, the real models otherwise."""
+    return "tiny" if synthetic else "default"
 
 
 # ---------------------------------------------------------------- tiny tokenizers
@@ -551,3 +565,42 @@ def _image_processor(prefix: str, **kwargs: Any) -> Any:
     if importlib.util.find_spec("torchvision") is None and hasattr(transformers, f"{name}Pil"):
         name = f"{name}Pil"
     return getattr(transformers, name)(**kwargs)
+
+
+# ---------------------------------------------------------------- MBM sizes (models.mbm.MaskedBrainModel)
+
+# Fields of models.mbm.MBMConfig per preset; the mask ratio is MBMConfig's default.
+MBM_SIZES: dict[str, dict[str, Any]] = {
+    # The published BMD encoder (Mind-Vis / MinD-Video "MAE for fMRI" sizes).
+    "default": dict(
+        patch_size=16, embed_dim=1024, depth=24, num_heads=16,
+        decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=1.0,
+    ),
+    # Offline tests and the demo: the same classes, small enough for seconds on a CPU.
+    "tiny": dict(
+        patch_size=64, embed_dim=64, depth=2, num_heads=4,
+        decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4, mlp_ratio=2.0,
+    ),
+}
+
+
+def mbm_config(preset: str, num_voxels: int, **overrides: Any) -> Any:
+    """The ``models.mbm.MBMConfig`` of ``preset`` for inputs of ``num_voxels`` (padded) values.
+
+    ``overrides`` replace fields (None values are ignored, e.g. ``mask_ratio=None``).
+    """
+    from models.mbm import MBMConfig
+
+    values = {**MBM_SIZES[_check_mbm_preset(preset)], **{k: v for k, v in overrides.items() if v is not None}}
+    return MBMConfig(num_voxels=num_voxels, **values)
+
+
+def mbm_patch_size(preset: str) -> int:
+    """Patch size of an MBM preset (needed to pad the data before the model exists)."""
+    return int(MBM_SIZES[_check_mbm_preset(preset)]["patch_size"])
+
+
+def _check_mbm_preset(preset: str) -> str:
+    if preset not in MBM_SIZES:
+        raise ValueError(f"Unknown MBM preset={preset!r}. Known presets: {sorted(MBM_SIZES)}.")
+    return preset

@@ -97,9 +97,8 @@ def test_demo_mbm_then_contrastive_beats_chance(demo_root, capsys):
     assert table.read_text() == layout.prepared_trials_path(demo_root, "demo", "sub01", "Group41").read_text()
     assert config["mbm"].endswith("tiny") and config["data"]["pad"] == "wrap"
     # Row i is trial i: re-embedding one test trial gives the same vector.
-    from finetune_contrastive import single_trials
     from models.contrastive import embed
-    from utils.brain_data import load_sources
+    from utils.brain_data import load_sources, single_trials
 
     source = load_sources(demo_root, ["demo"], ["1"], 64)[0]
     row = int(np.flatnonzero(prepared.trials.split == "test")[5])
@@ -126,3 +125,33 @@ def test_bad_inputs(demo_root, tmp_path):
         finetune_contrastive.main(base + ["--mbm", "none", "--targets", "clip_text"])
     assert not (layout.checkpoint_dir(demo_root, "contrastive", "bad") / "manifest.json").exists()
     shutil.rmtree(layout.checkpoint_dir(demo_root, "contrastive", "bad"), ignore_errors=True)
+
+
+def test_resume_matches_an_uninterrupted_run(demo_root, capsys):
+    from safetensors.torch import load_file
+
+    from models.training import run_status
+
+    assert train_mbm.main(common(demo_root) + ["--epochs", "1", "--limit", "64", "--lr", "1e-3", "--run", "tiny_r"]) == 0
+    base = common(demo_root) + ["--mbm", "tiny_r", "--epochs", "3", "--warmup-epochs", "0.5", "--batch-size", "8"]  # 3 steps/epoch
+    assert finetune_contrastive.main(base + ["--run", "whole"]) == 0
+    split = base + ["--run", "split"]
+    split_dir = layout.checkpoint_dir(demo_root, "contrastive", "split")
+    assert finetune_contrastive.main(split + ["--stop-after-steps", "4"]) == 0  # stops inside epoch 2
+    assert run_status(split_dir) == "interrupted" and not (demo_root / "embeddings" / "split").exists()
+    with pytest.raises(FileExistsError, match="--resume"):
+        finetune_contrastive.main(split)
+    with pytest.raises(ValueError, match="dropout: saved 0.1, given 0.2"):
+        finetune_contrastive.main(split + ["--resume", "--dropout", "0.2"])
+    assert finetune_contrastive.main(split + ["--resume", "--stop-after-steps", "2"]) == 0  # stops at the end of epoch 2
+    assert run_status(split_dir) == "interrupted"
+    assert finetune_contrastive.main(split + ["--resume"]) == 0
+    assert run_status(split_dir) == "complete"
+    whole_dir = layout.checkpoint_dir(demo_root, "contrastive", "whole")
+    for name in ("last.safetensors", "best.safetensors"):
+        a, b = load_file(str(whole_dir / name)), load_file(str(split_dir / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    rows = [line.split(",")[:-2] for line in (whole_dir / "log.csv").read_text().splitlines()]  # without the timing columns
+    assert rows == [line.split(",")[:-2] for line in (split_dir / "log.csv").read_text().splitlines()] and len(rows) == 4
+    emb = [np.load(layout.embeddings_path(demo_root, run, "demo", "sub01")) for run in ("whole", "split")]
+    assert np.array_equal(*emb)

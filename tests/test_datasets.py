@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +106,51 @@ def test_row_stimuli_checks_order_length():
     array = ds.CC2017.arrays[0]
     with pytest.raises(ValueError, match="has 2 names but 'train_data_allvoxel' has 3 rows"):
         ds.row_stimuli(ds.CC2017, array, 3, np.array(["seg1_begin-2_end-4"] * 2))
+
+
+def test_dataset_rules_are_spec_fields():
+    assert [s.name for s in ds.DATASETS.values() if s.has_annotations] == ["bmd", "demo"]
+    assert [s.name for s in ds.DATASETS.values() if s.synthetic] == ["demo"] and ds.is_synthetic("demo")
+    assert ds.has_annotations("bmd") and not ds.has_annotations("had")
+    assert ds.download_command(ds.BMD, 4) == "python download_data.py --dataset bmd --subjects 4"
+    assert ds.download_command(ds.DEMO, 4) == "python download_data.py --dataset demo"
+    assert ds.expected_rows(ds.HAD, ds.HAD.arrays[0], 1) == 720
+    assert ds.expected_rows(ds.CC2017, ds.CC2017.arrays[1], 3) == 11985
+    assert ds.expected_rows(ds.DEMO, ds.DEMO.arrays[1], 1) is None
+    assert ds.canonical_stimulus("cc2017", "seg1_begin-2_end-4") == "seg1_begin-002_end-004"
+    with pytest.raises(ValueError, match="four digits"):
+        ds.canonical_stimulus("bmd", "10001")
+    assert ds.check_subjects(ds.DEMO, [5]) == [5]  # the demo's subject count is a flag
+
+
+def test_one_split_rule_lists_and_classifies():
+    for spec in (ds.BMD, ds.CC2017):
+        lists = ds.split_lists(spec)
+        names = lists["train"][:3] + lists["test"][-3:]
+        assert ds.stimulus_splits(spec, names) == {n: "train" if n in lists["train"] else "test" for n in names}
+        assert ds.list_stimuli(spec, "all") == lists["train"] + lists["test"]
+    assert ds.stimulus_splits(ds.BMD, ["1103"]) == {"1103": ""}
+    with pytest.raises(ValueError, match="per subject"):
+        ds.stimulus_splits(ds.HAD, ["Drum corps/v_Drum corps_id_x_start_1.0_label_1"])
+
+
+def test_had_split_lists_per_subject_and_union(tmp_path):
+    meta = tmp_path / "metadata_had"
+    meta.mkdir()
+    a, b = "v_A b_id_1_start_1.0_label_1", "v_A b_id_2_start_1.0_label_1"
+    (meta / "had_train_set_per_subject.json").write_text(json.dumps({"sub01": [a], "sub-02": [b]}))
+    (meta / "had_test_set_per_subject.json").write_text(json.dumps({"sub01": [b], "sub-02": [a]}))
+    assert ds.split_lists(ds.HAD, tmp_path, 2) == {"train": [f"A b/{b}"], "test": [f"A b/{a}"]}
+    assert ds.list_stimuli(ds.HAD, "train", tmp_path) == [f"A b/{a}", f"A b/{b}"]
+    assert ds.stimulus_splits(ds.HAD, [f"A_b/{a}"], tmp_path, 1) == {f"A_b/{a}": "train"}
+    with pytest.raises(FileNotFoundError, match="per subject"):
+        ds.list_stimuli(ds.HAD, "test", tmp_path / "absent")
+
+
+def test_no_dataset_name_branches_outside_datasets_py():
+    repo = Path(__file__).resolve().parents[1]
+    branch = re.compile(r"""(==|!=) *["'](bmd|had|cc2017|demo)["']|(not )?in \(["'](bmd|had|cc2017|demo)["']""")
+    files = [p for p in [*repo.glob("*.py"), *(repo / "utils").glob("*.py"), *(repo / "models").glob("*.py")]
+             if p.name != "datasets.py"]
+    found = [f"{p.name}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1) if branch.search(line)]
+    assert found == []

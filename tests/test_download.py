@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from utils import download
-from utils.datasets import BMD, CC2017
+from utils import download, layout
+from utils.datasets import BMD, CC2017, HAD
 from utils.download import DriveEntry, HttpResponse, Plan, RemoteFile, TransientError
 
 BMD_PKL = f"Group41{BMD.suffix}.pkl"
@@ -87,7 +87,7 @@ def test_drive_retries_after_transient_failures_with_backoff(tmp_path):
     assert waits == [1.0, 2.0]
     assert (tmp_path / "a/b.pkl").read_bytes() == b"pickle bytes"
     assert not (tmp_path / "a/b.pkl.part").exists()
-    record = json.loads((tmp_path / download.MANIFEST_NAME).read_text())["files"]["a/b.pkl"]
+    record = json.loads(layout.downloads_manifest_path(tmp_path).read_text())["files"]["a/b.pkl"]
     assert record["size"] == 12 and record["sha256"] == hashlib.sha256(b"pickle bytes").hexdigest()
     assert record["ref"] == "id1"
 
@@ -99,7 +99,7 @@ def test_retries_exhausted_gives_clear_failure_and_no_file(tmp_path):
     assert "3 attempt(s)" in results[0].message and "https://drive.google.com/uc?id=id1" in results[0].message
     assert waits == [1.0, 2.0]
     assert not (tmp_path / "f.pkl").exists()
-    assert not (tmp_path / download.MANIFEST_NAME).exists()
+    assert not layout.downloads_manifest_path(tmp_path).exists()
 
 
 def test_http_resumes_from_existing_part_file(tmp_path):
@@ -248,9 +248,9 @@ def test_listing_is_retried(tmp_path):
 
 def test_bmd_metadata_and_stimuli_terms(tmp_path):
     net = FakeNetwork(s3={
-        f"{download.BMD_STIMULI_PREFIX}mp4_h264/0001.mp4": 11,
-        f"{download.BMD_STIMULI_PREFIX}mp4_h264/0002.mp4": 12,
-        f"{download.BMD_STIMULI_PREFIX}annotations.json": 5,
+        f"{BMD.stimuli_release.location}mp4_h264/0001.mp4": 11,
+        f"{BMD.stimuli_release.location}mp4_h264/0002.mp4": 12,
+        f"{BMD.stimuli_release.location}annotations.json": 5,
     })
     plan = download.plan_dataset("bmd", [1], net, what=("metadata", "stimuli"))
     assert [f.dest for f in plan.files] == ["metadata_bmd/annotations.json"]
@@ -261,7 +261,7 @@ def test_bmd_metadata_and_stimuli_terms(tmp_path):
 
 
 def test_had_stimuli_keep_class_folders_with_spaces():
-    key = f"{download.HAD_STIMULI_PREFIX}Drum_corps/v_Drum corps_id_0Qo8FzNJ460_start_28.0_label_1.mp4"
+    key = f"{HAD.stimuli_release.location}Drum_corps/v_Drum corps_id_0Qo8FzNJ460_start_28.0_label_1.mp4"
     net = FakeNetwork(s3={key: 99})
     plan = download.plan_dataset("had", [1], net, what=("stimuli",))
     assert [f.dest for f in plan.files] == ["stimuli_had/Drum corps/v_Drum corps_id_0Qo8FzNJ460_start_28.0_label_1.mp4"]

@@ -13,6 +13,8 @@ from utils import download, layout
 from utils.datasets import BMD, DEMO
 from utils.indiv import read_indiv, subject_indiv_dir
 from utils.prepare import load_prepared
+from utils.rois import get_roi_set
+from utils.safe_pickle import load_pickle
 
 TINY = ["--n-train", "6", "--n-test", "2", "--size", "32", "--n-frames", "8"]
 
@@ -92,7 +94,7 @@ def test_bad_flags(tmp_path, capsys):
 
 def test_download_bmd_with_fake_network(tmp_path, monkeypatch, capsys):
     folder = download.DRIVE_FOLDERS["pickles"]
-    annotations = f"{download.OPENNEURO_S3}/{download.BMD_ANNOTATIONS_KEY}"
+    annotations = f"{download.OPENNEURO_S3}/{BMD.annotations_key}"
     net = FakeNetwork(
         folders={folder: [download.DriveEntry("p1", f"sub-01/{BMD_PKL}"), download.DriveEntry("p2", f"sub-02/{BMD_PKL}")]},
         drive={"p1": b"pickle one"}, http={annotations: b'{"0001": {}}'}, fail={"p1": 1},
@@ -110,7 +112,7 @@ def test_download_bmd_with_fake_network(tmp_path, monkeypatch, capsys):
     assert "2 downloaded" in out
     assert layout.pickle_path(tmp_path, "bmd", "sub01", "Group41", BMD.suffix).read_bytes() == b"pickle one"
     assert (tmp_path / "metadata_bmd" / "annotations.json").exists()
-    assert set(json.loads((tmp_path / download.MANIFEST_NAME).read_text())["files"]) == {
+    assert set(json.loads(layout.downloads_manifest_path(tmp_path).read_text())["files"]) == {
         f"betas_cifti_bmd/sub01/prepared_allvoxel_pkl/{BMD_PKL}", "metadata_bmd/annotations.json",
     }
     assert download_data.main(argv) == 0
@@ -119,3 +121,28 @@ def test_download_bmd_with_fake_network(tmp_path, monkeypatch, capsys):
     assert download_data.main([*argv[:-3], "3", "--backoff", "0"]) == 1  # subject 3 is not in the folder
     assert "MISSING: bmd subject 3" in capsys.readouterr().err
 
+
+
+def test_demo_prepare_another_roi_set_and_its_indiv_files(demo_root, tmp_path, capsys):
+    root = _copy(demo_root, tmp_path)
+    n = get_roi_set("V1+V2").size
+    assert download_data.main(["--data-root", str(root), "--prepare", "--roi-set", "V1+V2", "--subjects", "1"]) == 0
+    assert f"demo sub01: prepared, shape (38, {n})" in capsys.readouterr().out
+    prepared = load_prepared(root, "demo", 1, "V1+V2")
+    data = load_pickle(layout.pickle_path(root, "demo", "sub01", DEMO.pickle_roi_set, DEMO.suffix))
+    columns = np.flatnonzero(np.isin(get_roi_set(DEMO.pickle_roi_set), get_roi_set("V1+V2")))
+    np.testing.assert_array_equal(prepared.betas[:18], data["train_data_allvoxel"][..., columns].reshape(18, n))
+    manifest = json.loads((root / "betas_cifti_demo" / "manifest.json").read_text())
+    assert manifest["inputs"]["sub01"].endswith(f"{DEMO.pickle_roi_set}{DEMO.suffix}.pkl")
+
+    # --from-indiv builds V1+V2 from the Group41 indiv files when V1+V2 has none of its own.
+    assert download_data.main(["--data-root", str(root), "--prepare", "--write-indiv", "--subjects", "1"]) == 0
+    capsys.readouterr()
+    for path in layout.betas_dir(root, "demo", "sub01").glob("V1+V2*"):
+        path.unlink()
+    assert download_data.main(["--data-root", str(root), "--from-indiv", "--roi-set", "V1+V2", "--subjects", "1"]) == 0
+    np.testing.assert_array_equal(load_prepared(root, "demo", 1, "V1+V2").betas, prepared.betas)
+
+    assert download_data.main(["--data-root", str(root), "--prepare", "--roi-set", "V1+A1", "--subjects", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "roi_set='V1+A1'" in err and "['A1']" in err

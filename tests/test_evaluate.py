@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import evaluate
-from utils import layout
+from utils import cli, layout
 from utils.datasets import DEMO, load_annotations, stimulus_path
 from utils.io import write_json
 from utils.synthetic import make_demo
@@ -119,3 +119,34 @@ def test_bad_inputs(demo_root: Path, tmp_path: Path, capsys):
     write_mp4(orphan, np.zeros((4, 16, 16, 3), np.uint8), 5)
     with pytest.raises(FileNotFoundError, match=r"9999\.mp4 is missing: run `python download_data.py"):
         evaluate.main(["--data-root", str(demo_root), "--reconstructions", "orphan", "--no-semantic", "--eval-size", "16"])
+
+
+def test_yaml_config_sets_flags_and_command_line_wins(demo_root: Path, tmp_path: Path):
+    config = tmp_path / "evaluate.yaml"
+    config.write_text("semantic: false\nlimit: 2\nreport_size: 32\nn-ways: [2, 5]\nembed_media: false\n")
+    args = cli.parse_args(evaluate.build_parser(), ["--config", str(config), "--limit", "3"])
+    assert (args.semantic, args.limit, args.report_size, args.n_ways, args.embed_media) == (False, 3, 32, [2, 5], False)
+    run = "from_config"
+    make_reconstructions(demo_root, run, noise=0, n_frames=8, size=32)
+    assert evaluate.main(["--data-root", str(demo_root), "--reconstructions", run, "--config", str(config)]) == 0
+    result = json.loads((layout.evaluation_dir(demo_root, run) / "metrics.json").read_text())
+    assert result["n_clips"] == 2 and set(result["metrics"]) == {"ssim", "psnr"} and result["settings"]["n_ways"] == [2, 5]
+    config.write_text("n_way: [2]\n")
+    with pytest.raises(ValueError, match="unknown key 'n_way'"):
+        evaluate.main(["--data-root", str(demo_root), "--config", str(config)])
+
+
+def test_flag_defaults_come_from_the_settings_dataclasses():
+    from utils.report import ReportSettings
+    from utils.scoring import EvaluationSettings
+
+    args = evaluate.build_parser().parse_args([])
+    settings = evaluate.evaluation_settings(args)
+    assert settings == EvaluationSettings(seed=args.seed, batch_size=args.batch_size)
+    assert (args.report_size, args.embed_media) == (ReportSettings.report_size, ReportSettings.embed_media)
+
+
+def test_example_config_holds_the_defaults():
+    args = cli.parse_args(evaluate.build_parser(), ["--config", str(Path(__file__).parents[1] / "configs" / "evaluate.yaml")])
+    defaults = evaluate.build_parser().parse_args(["--dataset", "bmd"])
+    assert vars(args) | {"config": None} == vars(defaults)

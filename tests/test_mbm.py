@@ -9,19 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.mbm import (
-    MBM_PRESETS,
-    CheckpointMismatchError,
-    MaskedBrainModel,
-    MBMConfig,
-    PatchEmbed1D,
-    config_from_preset,
-    cosine_warmup_factor,
-    load_mbm,
-    load_state_strict,
-    save_checkpoint,
-    sincos_pos_embed,
-)
+from models import zoo
+from models.mbm import MaskedBrainModel, MBMConfig, PatchEmbed1D, load_mbm, sincos_pos_embed
+from models.training import CheckpointMismatchError, cosine_warmup_factor, load_state_strict, save_checkpoint
 from utils.brain_data import pad_vertices, padded_length
 from utils.safe_pickle import UnsafePickleError
 
@@ -35,8 +25,8 @@ def small_model(num_voxels: int = 256, seed: int = 0, **overrides) -> MaskedBrai
 
 
 def test_presets_and_published_padding():
-    assert MBM_PRESETS["default"]["embed_dim"] == 1024 and MBM_PRESETS["default"]["depth"] == 24
-    assert MBM_PRESETS["default"]["num_heads"] == 16 and MBM_PRESETS["default"]["patch_size"] == 16
+    assert zoo.MBM_SIZES["default"]["embed_dim"] == 1024 and zoo.MBM_SIZES["default"]["depth"] == 24
+    assert zoo.MBM_SIZES["default"]["num_heads"] == 16 and zoo.MBM_SIZES["default"]["patch_size"] == 16
     assert padded_length(13156, 16) == 13168
     x = np.arange(2 * 13156, dtype=np.float32).reshape(2, 13156)
     padded = pad_vertices(x, 16, "wrap")
@@ -45,7 +35,10 @@ def test_presets_and_published_padding():
     with pytest.raises(ValueError, match="multiple of patch_size"):
         MBMConfig(num_voxels=13156)
     with pytest.raises(ValueError, match="Unknown MBM preset"):
-        config_from_preset("huge", 13168)
+        zoo.mbm_config("huge", 13168)
+    tiny = zoo.mbm_config("tiny", 1024)
+    assert tiny.patch_size == zoo.mbm_patch_size("tiny") == 64 and tiny.mask_ratio == MBMConfig.mask_ratio  # one default
+    assert zoo.mbm_config("tiny", 1024, mask_ratio=0.5, depth=None).mask_ratio == 0.5 and tiny.depth == 2
 
 
 def test_patchify_patch_embed_and_positions():

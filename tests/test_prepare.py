@@ -184,3 +184,36 @@ def test_interrupted_overwrite_with_same_shape_is_not_taken_as_complete(tmp_path
     assert not prepare.is_prepared(tmp_path, "demo", 1)  # the old summary no longer marks it complete
     monkeypatch.undo()
     assert not prepare.prepare_subject(tmp_path, "demo", 1)["skipped"]
+
+
+def test_prepare_another_roi_set_selects_its_vertices_in_rule_order(tmp_path):
+    data = _demo_data()
+    data["train_data_allvoxel"][0, 0, -1] = np.nan  # a NaN outside V1+V2 (last Group41 vertex, VVC) drops nothing
+    _write_pickle(tmp_path, "demo", 1, data)
+    summary = prepare.prepare_subject(tmp_path, "demo", 1, roi_set="V1+V2")
+    n = get_roi_set("V1+V2").size
+    assert summary["roi_set"] == "V1+V2" and summary["shape"] == [35, n] and summary["nan_trials"] == 0
+    group41 = get_roi_set("Group41")
+    columns = np.flatnonzero(np.isin(group41, get_roi_set("V1+V2")))  # V1 then V2 in Group41, as in the rule
+    np.testing.assert_array_equal(group41[columns], get_roi_set("V1+V2"))
+    p = prepare.load_prepared(tmp_path, "demo", 1, "V1+V2")
+    assert p.roi_set == "V1+V2" and p.betas.shape == (35, n)
+    np.testing.assert_array_equal(p.betas[:15], data["train_data_allvoxel"][..., columns].reshape(15, n).astype(np.float32))
+    np.testing.assert_array_equal(p.betas[15:], data["test_data_allvoxel"][..., columns].reshape(20, n).astype(np.float32))
+    folder = tmp_path / "betas_cifti_demo" / "sub01"
+    assert {f.name for f in folder.iterdir()} >= {"V1+V2.npy", "V1+V2_trials.csv", "V1+V2_prepared.json"}
+    assert not (folder / "Group41.npy").exists() and not prepare.is_prepared(tmp_path, "demo", 1)
+    # The order of the names is the order of the columns.
+    prepare.prepare_subject(tmp_path, "demo", 1, roi_set="V2+V1")
+    v2 = prepare.load_prepared(tmp_path, "demo", 1, "V2+V1").betas
+    np.testing.assert_array_equal(v2[:, : get_roi_set("V2").size], p.betas[:, get_roi_set("V1").size :])
+
+
+def test_roi_set_outside_the_pickle_is_refused_naming_it(tmp_path):
+    path = _write_pickle(tmp_path, "demo", 1, _demo_data())
+    with pytest.raises(ValueError, match=r"roi_set='V1\+A1'.*lacks ROI\(s\) \['A1'\]") as info:
+        prepare.prepare_subject(tmp_path, "demo", 1, roi_set="V1+A1")
+    assert str(path) in str(info.value)
+    assert not list(path.parent.parent.glob("V1*"))
+    with pytest.raises(ValueError, match="Unknown roi_set='NOPE'"):
+        prepare.prepare_subject(tmp_path, "demo", 1, roi_set="NOPE")

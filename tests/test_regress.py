@@ -29,7 +29,7 @@ def root(tmp_path_factory):
     make_demo(data_root, n_subjects=3, n_train=N_TRAIN, n_test=N_TEST, size=16, n_frames=4, snr=1.0)
     for subject in (1, 2, 3):
         prepare_subject(data_root, "demo", subject)
-    truth = np.load(layout.metadata_dir(data_root, "demo") / "encoding_model.npz")
+    truth = np.load(layout.encoding_model_path(data_root, "demo"))
     features = truth["features"]  # (N, F)
     rng = np.random.default_rng(1)
     for target, shape in SHAPES.items():
@@ -216,3 +216,25 @@ def test_flag_errors():
         regress.parse_args(["--alphas", "0"])
     with pytest.raises(ValueError, match="names dataset 'bmd'"):
         regress.main(["--subjects", "bmd:1"])
+
+
+def test_flag_defaults_come_from_the_settings_dataclasses():
+    from dataclasses import asdict
+
+    from models import zoo
+    from models.regressors import MLPRegressor, NetSettings, RidgeRegressor, RidgeSettings
+    from utils.regression_data import RegressionSettings
+
+    args = regress.parse_args([])
+    assert (args.input, args.targets, args.regressor, args.train_repeats) == (
+        RegressionSettings.input, list(RegressionSettings.targets), RegressionSettings.regressor, RegressionSettings.train_repeats,
+    )
+    assert args.test_average == "inputs"  # auto with averaged training repeats
+    assert (tuple(args.alphas), args.cv, args.ridge_solver, args.ridge_backend) == (
+        RidgeSettings.alphas, RidgeSettings.cv, RidgeSettings.solver, RidgeSettings.backend,
+    )
+    net = {k: getattr(args, k) for k in ("n_layers", "dropout", "lr", "weight_decay", "batch_size", "max_epochs", "patience", "val_fraction", "loss")}
+    assert net == {k: v for k, v in asdict(NetSettings()).items() if k in net}
+    assert args.hidden_dim == zoo.REGRESSOR_HIDDEN_DIM["default"] == NetSettings.hidden_dim
+    assert regress.parse_args(["--preset", "tiny"]).hidden_dim == zoo.REGRESSOR_HIDDEN_DIM["tiny"]
+    assert RidgeRegressor.DEFAULTS == asdict(RidgeSettings()) and MLPRegressor.DEFAULTS == asdict(NetSettings())

@@ -48,3 +48,28 @@ def test_check_roi_indices_reports_disagreement():
         rois.check_roi_indices(bad, source="x.pkl")
     with pytest.raises(ValueError, match="found 10 "):
         rois.check_roi_indices(good[:10])
+
+
+def test_parse_roi_set_named_joined_and_single():
+    assert rois.parse_roi_set("Group41") == tuple(rois.GROUP41)
+    assert rois.parse_roi_set("V1+V2+MT") == ("V1", "V2", "MT")
+    assert rois.parse_roi_set("V1") == ("V1",)
+    assert rois.get_roi_set("V1+V2").size == 1618 + 1220
+    assert rois.roi_set_size("Group41") == 13156
+    with pytest.raises(ValueError, match=r"Unknown roi_set='V1\+NOPE': \['NOPE'\]"):
+        rois.parse_roi_set("V1+NOPE")
+    with pytest.raises(ValueError, match=r"\['V1'\] more than once"):
+        rois.parse_roi_set("V1+V2+V1")
+
+
+def test_select_vertices_follows_the_roi_set_order():
+    group41 = rois.get_roi_set("Group41")
+    assert rois.select_vertices(group41, "Group41", "Group41", "x.pkl") is None
+    columns = rois.select_vertices(group41, "Group41", "V2+V1", "x.pkl")
+    np.testing.assert_array_equal(group41[columns], rois.get_roi_set("V2+V1"))
+    assert columns[0] == rois.roi_set_size("V1+MST+V6")  # V2 comes after V1, MST, V6 in Group41
+
+
+def test_select_vertices_outside_the_file_names_set_file_and_rois():
+    with pytest.raises(ValueError, match=r"roi_set='V1\+A1' is not a subset of x\.pkl.*Group41.*lacks ROI\(s\) \['A1'\]"):
+        rois.select_vertices(rois.get_roi_set("Group41"), "Group41", "V1+A1", "x.pkl")

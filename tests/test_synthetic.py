@@ -129,7 +129,7 @@ def test_bad_arguments_name_the_parameter(tmp_path, name, value, match):
 
 def ridge_identification(root: Path, subject: int, n_train: int, alpha: float = 10.0) -> float:
     """2-way identification of averaged test betas from ridge predictions on the true features."""
-    with np.load(layout.metadata_dir(root, "demo") / "encoding_model.npz") as model:
+    with np.load(layout.encoding_model_path(root, "demo")) as model:
         features = model["features"].astype(np.float64)
     data = load_pickle(pickle_file(root, subject))
     y_train = data["train_data_allvoxel"].mean(axis=1)  # (n_train, V)

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 import train_mbm
-from models.mbm import MaskedBrainModel, config_from_preset, load_mbm, masked_loss
+from models import zoo
+from models.mbm import MaskedBrainModel, load_mbm, masked_loss
 from utils import layout
 from utils.brain_data import build_items, holdout_by_source, load_sources
 from utils.datasets import subject_folder
@@ -75,7 +76,7 @@ def test_learns_and_writes_every_file(tmp_path, capsys):
     held = holdout_by_source(sources, 0.1, 0)
     val = build_items(sources, ("train",), "trials", only=held)
     torch.manual_seed(0)
-    initial = masked_loss(MaskedBrainModel(config_from_preset("tiny", 1024)), val, 32, "cpu", 0.75, 0)
+    initial = masked_loss(MaskedBrainModel(zoo.mbm_config("tiny", 1024)), val, 32, "cpu", 0.75, 0)
     trained, _ = load_mbm(run_dir)
     final = masked_loss(trained, val, 32, "cpu", 0.75, 0)
     assert final < 0.5 * initial, (initial, final)

@@ -10,6 +10,10 @@ The published MBM input pipeline (DATA_FORMATS section 5) is the default: pad th
 wrap-around to a multiple of the patch size (13156 -> 13168), z-score with one global mean and
 std per subject computed on its train trials. Alternatives: ``pad="zero"``;
 ``norm="vertex"`` (per-vertex train mean/std) or ``norm="none"``.
+
+For contrastive training, ``target_tables`` / ``item_targets`` give each item its
+per-stimulus targets and ``ItemsWithTargets`` yields (inputs, targets) batches;
+``single_trials`` lists every prepared trial of a subject (the rows of exported embeddings).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import numpy as np
 
 from utils.datasets import check_subjects, find_subject_folder, get_spec
 from utils.prepare import Prepared, load_prepared
+from utils.targets import load_targets
 
 PAD_MODES = ("wrap", "zero")
 NORM_MODES = ("global", "vertex", "none")
@@ -277,3 +282,46 @@ def holdout_by_source(sources: list[Source], fraction: float, seed: int) -> dict
         names = source.prepared.trials.stimulus
         out[source.name] = holdout_stimuli([names[r] for r in source.rows("train")], fraction, seed, source.name)
     return out
+
+
+def single_trials(source: Source) -> TrialSet:
+    """Every prepared trial of one source, in trials-table order (one item per row)."""
+    n = len(source.prepared.trials)
+    return TrialSet([source], [(0, np.asarray([r])) for r in range(n)], list(source.prepared.trials.stimulus))
+
+
+def target_tables(data_root: str | Path | None, sources: list[Source], targets: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """``{dataset: {stimulus: (n_targets, E)}}`` for every stimulus of the selected subjects.
+
+    Several target names must have one size (their losses are averaged).
+    """
+    tables: dict[str, dict[str, np.ndarray]] = {}
+    for dataset in dict.fromkeys(s.dataset for s in sources):
+        stimuli = sorted({stim for s in sources if s.dataset == dataset for stim in s.prepared.trials.stimulus})
+        per_target = [load_targets(data_root, dataset, t, stimuli, pool=True)[0] for t in targets]
+        dims = {t: m.shape[1] for t, m in zip(targets, per_target, strict=True)}
+        if len(set(dims.values())) > 1:
+            raise ValueError(f"--targets {targets} of {dataset} have different sizes {dims}; align to targets of one size.")
+        stacked = np.stack(per_target, axis=1)  # (S, n_targets, E)
+        tables[dataset] = {stim: stacked[i] for i, stim in enumerate(stimuli)}
+    return tables
+
+
+def item_targets(data: TrialSet, tables: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+    """Targets (n_items, n_targets, E) float32 of every item of ``data``."""
+    values = np.stack([tables[data.sources[s].dataset][stim] for (s, _), stim in zip(data.items, data.stimuli, strict=True)])
+    return values.astype(np.float32)
+
+
+@dataclass
+class ItemsWithTargets:
+    """A TrialSet whose batches carry each item's targets: ids -> ((B, 1, V'), (B, n_targets, E))."""
+
+    trials: TrialSet
+    targets: np.ndarray  # (n_items, n_targets, E)
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    def __getitem__(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        return self.trials[ids], self.targets[ids]

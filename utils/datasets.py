@@ -1,35 +1,62 @@
-"""One spec per dataset: subjects, file suffix, pickle keys, naming, splits and repeats.
+"""One spec per dataset: subjects, file suffix, pickle keys, naming, splits, repeats and sources.
 
 Everything the rest of the code knows about BMD, HAD, CC2017 and the synthetic demo lives
-here (see DATA_FORMATS.md sections 2-3). Paths are built by ``utils.layout``.
+here (see DATA_FORMATS.md sections 2-3), as fields of each ``DatasetSpec`` or as small
+functions a spec refers to; code elsewhere reads the spec and never branches on a dataset's
+name. Paths are built by ``utils.layout``.
 
 Canonical stimulus names used across the project (targets, predictions, trials tables):
 - BMD / demo: ``"0001"``..; HAD: ``"<Class>/<clip name>"`` (class folder, spaces kept);
 - CC2017: zero-padded ``"seg1_begin-002_end-004"`` (the pickles store it unpadded).
+
+Adding a dataset: write its ``DatasetSpec`` below (its arrays, naming functions, split rule
+and where it is published) and add it to ``DATASETS``.
 """
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from utils import layout
+from utils.rois import DEFAULT_ROI_SET, GROUP41_SIZE
 
-N_GROUP41 = 13156
+N_GROUP41 = GROUP41_SIZE
+SPLITS = ("train", "test")
+
+_SUBJECT_RE = re.compile(r"^(?:sub-?)?0*(\d+)$")
+_NUMBERED_RE = re.compile(r"^\d{4}$")
+_CC2017_RE = re.compile(r"^(?P<seg>(?:seg|test)\d+)_begin-(?P<b>\d+)_end-(?P<e>\d+)$")
+_HAD_RE = re.compile(r"^v_(?P<cls>.+?)_id_")
+_BMD_VIDEO_RE = re.compile(r"(?:^|/)mp4_h264/(\d{4})\.mp4$")
+
+CC2017_TRAIN_SEGMENTS = tuple(f"seg{i}" for i in range(1, 19))
+CC2017_TEST_SEGMENTS = tuple(f"test{i}" for i in range(1, 6))
+CC2017_SHORT_RUN = {"subject": 3, "test_rows": 11985}
+
+
+# --------------------------------------------------------------------------------------------- specs
+
+
+def same_name(name: str) -> str:
+    """A stimulus name as it is (datasets whose names match across sources unchanged)."""
+    return name
 
 
 @dataclass(frozen=True)
 class ArraySpec:
     """One fMRI array in a subject pickle.
 
-    key: pickle key; split: ``train``/``test`` or ``None`` when the dataset's split rule
+    key: pickle key; split: ``train``/``test`` or ``None`` when the dataset's row split rule
     decides per stimulus (HAD); ndim: 3 for (stimulus, repeat, vertex), 2 for (trial, vertex);
     order_key: key of the per-row stimulus names, or ``None`` when rows are numbered;
     first_number: for numbered rows, the number of row 0 (BMD train 1, test 1001);
-    ``None`` continues after the train rows (the demo, whose sizes are flags).
+    ``None`` continues after the train rows (the demo, whose sizes are flags);
+    rows: the rows it must have (``None`` when its size is a flag, as for the demo).
     """
 
     key: str
@@ -37,11 +64,46 @@ class ArraySpec:
     ndim: int
     order_key: str | None = None
     first_number: int | None = 1
+    rows: int | None = None
+
+
+@dataclass(frozen=True)
+class StimuliRelease:
+    """Where a dataset's videos are published, for ``utils.download``.
+
+    kind: ``openneuro`` (objects under the S3 prefix ``location``) or ``drive`` (the Drive
+    folder ``utils.download.DRIVE_FOLDERS[location]``); video_file: path under ``location``
+    -> destination under ``stimuli_<ds>/`` (None: not one of the dataset's files);
+    page: where a person gets them by hand; by_hand_into: where they go under
+    ``stimuli_<ds>/``; terms: the terms of use to accept first (empty: none);
+    note: what must be fetched by hand in any case (empty: nothing).
+    """
+
+    kind: str
+    location: str
+    video_file: Callable[[str], str | None]
+    page: str
+    by_hand_into: str
+    terms: str = ""
+    note: str = ""
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Facts about one dataset; see the module docstring for stimulus naming."""
+    """Facts about one dataset; see the module docstring for stimulus naming.
+
+    canonical: a name as a source stores it -> the canonical stimulus name (ValueError when
+    it breaks the dataset's naming); match: a name -> the key names are matched by across
+    sources; split_rule: ``(spec, data_root, subject)`` -> ``{split: stimuli}`` (subject None:
+    every subject); splits_per_subject: the split differs per subject (HAD);
+    row_split: pickle row names -> their splits, for arrays whose ``split`` is None;
+    stimulus_folders: canonical names carry one folder (HAD ``<Class>/<clip>``);
+    indiv_namings: file namings of the individual-file layout (``rep``: ``<stim>_rep<k>.npy``,
+    ``number``: ``NNNN_<k>.npy``); has_annotations: BMD-format ``annotations.json``
+    (captions, labels, split); synthetic: made offline by ``utils.synthetic`` with sizes set
+    by flags (not downloaded; any subject number); pickle_roi_set: the ROI set the subject
+    pickles hold; row_overrides: ``(subject, array key)`` -> rows, where a subject differs.
+    """
 
     name: str
     subjects: tuple[int, ...]
@@ -49,6 +111,20 @@ class DatasetSpec:
     arrays: tuple[ArraySpec, ...]
     repeats: dict[str, int]
     stimuli_subdir: str
+    canonical: Callable[[str], str]
+    split_rule: Callable[[DatasetSpec, str | Path | None, int | None], dict[str, list[str]]]
+    match: Callable[[str], str] = same_name
+    splits_per_subject: bool = False
+    row_split: Callable[[list[str]], list[str]] | None = None
+    stimulus_folders: bool = False
+    indiv_namings: tuple[str, ...] = ("rep",)
+    has_annotations: bool = False
+    synthetic: bool = False
+    pickle_roi_set: str = DEFAULT_ROI_SET
+    row_overrides: dict[tuple[int, str], int] = field(default_factory=dict)
+    annotations_key: str = ""
+    stimuli_release: StimuliRelease | None = None
+    checkpoint_folders: tuple[str, ...] = ()
     video_ext: str = ".mp4"
     n_train: int = 0
     n_test: int = 0
@@ -62,112 +138,19 @@ class DatasetSpec:
         raise KeyError(f"Dataset {self.name!r} has no array {key!r}; known: {[a.key for a in self.arrays]}")
 
 
-BMD = DatasetSpec(
-    name="bmd",
-    subjects=tuple(range(1, 11)),
-    suffix="_betas-GLMsingle_type-typed_z=1",
-    arrays=(
-        ArraySpec("train_data_allvoxel", "train", 3, None, 1),
-        ArraySpec("test_data_allvoxel", "test", 3, None, 1001),
-    ),
-    repeats={"train": 3, "test": 10},
-    stimuli_subdir="mp4",
-    n_train=1000,
-    n_test=102,
-    description="BOLD Moments: 1102 three-second videos, 10 subjects",
-)
-
-HAD = DatasetSpec(
-    name="had",
-    subjects=tuple(range(1, 31)),
-    suffix="_betas-GLMsingle_type-typeb_z=1",
-    arrays=(ArraySpec("data_allvoxel", None, 3, "stim_order"),),
-    repeats={"train": 1, "test": 1},
-    stimuli_subdir="",
-    n_train=540,
-    n_test=180,
-    description="Human Actions Dataset: 720 two-second clips per subject, 180 classes, 30 subjects",
-)
-
-CC2017 = DatasetSpec(
-    name="cc2017",
-    subjects=(1, 2, 3),
-    suffix="_estimates-TSTrialEstimates_z=1",
-    arrays=(
-        ArraySpec("train_data_allvoxel", "train", 2, "train_stim_order"),
-        ArraySpec("test_data_allvoxel", "test", 2, "test_stim_order"),
-    ),
-    repeats={"train": 2, "test": 10},
-    stimuli_subdir="",
-    n_train=4302,
-    n_test=1199,
-    description="Wen et al. 2017: 2 s clips of 8 min segments, 3 subjects",
-)
-
-DEMO = DatasetSpec(
-    name="demo",
-    subjects=(1, 2),
-    suffix=BMD.suffix,
-    arrays=BMD.arrays[:1] + (ArraySpec("test_data_allvoxel", "test", 3, None, None),),
-    repeats={"train": 3, "test": 10},
-    stimuli_subdir="mp4",
-    n_train=120,
-    n_test=24,
-    description="SYNTHETIC demo in BMD formats (procedural videos, known encoding model)",
-)
-
-DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (BMD, HAD, CC2017, DEMO)}
-
-CC2017_TRAIN_SEGMENTS = tuple(f"seg{i}" for i in range(1, 19))
-CC2017_TEST_SEGMENTS = tuple(f"test{i}" for i in range(1, 6))
-CC2017_SHORT_RUN = {"subject": 3, "test_rows": 11985}
-
-_SUBJECT_RE = re.compile(r"^(?:sub-?)?0*(\d+)$")
-_CC2017_RE = re.compile(r"^(?P<seg>(?:seg|test)\d+)_begin-(?P<b>\d+)_end-(?P<e>\d+)$")
-_HAD_RE = re.compile(r"^v_(?P<cls>.+?)_id_")
+# --------------------------------------------------------------------------------------------- naming
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """Look up a dataset spec by name, with an error listing the known names."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"Unknown dataset={name!r}. Known datasets: {sorted(DATASETS)}.") from None
+def numbered_stimulus(number: int) -> str:
+    """BMD/demo stimulus name ``NNNN``."""
+    return f"{number:04d}"
 
 
-def parse_subject(text: str | int) -> int:
-    """``1``, ``"01"``, ``"sub01"``, ``"sub-01"`` -> 1."""
-    match = _SUBJECT_RE.match(str(text).strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"Cannot read subject {text!r}: use a number (1), 'sub01' or 'sub-01'.")
-    return int(match.group(1))
-
-
-def check_subjects(spec: DatasetSpec, subjects: list[str | int] | None) -> list[int]:
-    """Parse subject labels and check them against the spec (all subjects when None)."""
-    if not subjects:
-        return list(spec.subjects)
-    parsed = [parse_subject(s) for s in subjects]
-    unknown = [s for s in parsed if s not in spec.subjects]
-    if unknown and spec.name != "demo":
-        raise ValueError(
-            f"Unknown subject(s) {unknown} for dataset {spec.name!r}: it has subjects "
-            f"{spec.subjects[0]}..{spec.subjects[-1]}."
-        )
-    return parsed
-
-
-def subject_folder(subject: int) -> str:
-    """Canonical folder name ``subNN``."""
-    return f"sub{subject:02d}"
-
-
-def find_subject_folder(data_root: str | Path | None, dataset: str, subject: int) -> str:
-    """The subject's folder on disk: ``subNN`` or ``sub-NN`` if only that one exists."""
-    for name in (subject_folder(subject), f"sub-{subject:02d}"):
-        if layout.betas_dir(data_root, dataset, name).exists():
-            return name
-    return subject_folder(subject)
+def numbered_name(name: str) -> str:
+    """A BMD/demo name ``NNNN`` as it is; anything else raises ValueError."""
+    if not _NUMBERED_RE.match(name):
+        raise ValueError(f"Not a numbered stimulus name: {name!r} (expected four digits like '0001').")
+    return name
 
 
 def pad_cc2017(name: str) -> str:
@@ -193,29 +176,23 @@ def had_stimulus(name: str) -> str:
     return name if "/" in name else f"{had_class(name)}/{name}"
 
 
+def had_match_key(name: str) -> str:
+    """HAD names match with class spaces as underscores (public copies differ in that only)."""
+    # Spaces occur only in the class part (YouTube ids have none), so this is class-only.
+    return had_stimulus(name).replace(" ", "_")
+
+
 def match_key(dataset: str, stimulus: str) -> str:
     """Key for matching names across sources (HAD class spaces -> underscores; CC2017 padded)."""
-    if dataset == "had":
-        # Spaces occur only in the class part (YouTube ids have none), so this is class-only.
-        return had_stimulus(stimulus).replace(" ", "_")
-    if dataset == "cc2017":
-        return pad_cc2017(stimulus)
-    return stimulus
+    return get_spec(dataset).match(stimulus)
 
 
 def canonical_stimulus(dataset: str, name: str) -> str:
     """Canonical project name of a stimulus as stored in a pickle's order list."""
-    name = str(name)
-    if dataset == "had":
-        return had_stimulus(name)
-    if dataset == "cc2017":
-        return pad_cc2017(name)
-    return name
+    return get_spec(dataset).canonical(str(name))
 
 
-def numbered_stimulus(number: int) -> str:
-    """BMD/demo stimulus name ``NNNN``."""
-    return f"{number:04d}"
+# --------------------------------------------------------------------------------------------- splits
 
 
 def had_split(stim_order: list[str]) -> list[str]:
@@ -239,47 +216,296 @@ def cc2017_clip_names(split: str) -> list[str]:
     return names
 
 
+def numbered_splits(spec: DatasetSpec, data_root: str | Path | None, subject: int | None) -> dict[str, list[str]]:
+    """Numbered rows: each split's array numbers ``n_train`` / ``n_test`` stimuli from its first number."""
+    counts = {"train": spec.n_train, "test": spec.n_test}
+    return {a.split: [numbered_stimulus(a.first_number + i) for i in range(counts[a.split])] for a in spec.arrays}
+
+
+def segment_splits(spec: DatasetSpec, data_root: str | Path | None, subject: int | None) -> dict[str, list[str]]:
+    """CC2017: every clip of the training segments, then of the test segments."""
+    return {split: cc2017_clip_names(split) for split in SPLITS}
+
+
+def annotated_splits(spec: DatasetSpec, data_root: str | Path | None, subject: int | None) -> dict[str, list[str]]:
+    """The ``set`` field of the BMD-format annotations (the demo, whose sizes are flags)."""
+    notes = load_annotations(data_root, spec.name)
+    return {split: sorted(k for k, v in notes.items() if v["set"] == split) for split in SPLITS}
+
+
+def listed_splits(spec: DatasetSpec, data_root: str | Path | None, subject: int | None) -> dict[str, list[str]]:
+    """Per-subject split lists ``metadata_<ds>/<ds>_<split>_set_per_subject.json`` (HAD).
+
+    subject None: the union over subjects. Names keep the lists' spelling, sorted.
+    """
+    out = {}
+    for split in SPLITS:
+        path = layout.split_list_path(data_root, spec.name, split)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"Missing {path}: {spec.name} splits are per subject and are read from the lists "
+                f"{[layout.split_list_path(data_root, spec.name, s).name for s in SPLITS]} in {path.parent} "
+                f"(the original project's metadata); put them there, or prepare each subject from its pickle "
+                f"(`{download_command(spec)} --subjects N --prepare`), whose trials table carries its split."
+            )
+        per_subject = json.loads(path.read_text())
+        if subject is None:
+            names = [n for listed in per_subject.values() for n in listed]
+        else:
+            names = per_subject.get(subject_folder(subject), per_subject.get(f"sub-{subject:02d}", []))
+        out[split] = sorted({spec.canonical(n) for n in names})
+    return out
+
+
+def split_lists(spec: DatasetSpec, data_root: str | Path | None = None, subject: int | None = None) -> dict[str, list[str]]:
+    """``{split: canonical stimuli}`` by the dataset's split rule (``subject`` for per-subject splits)."""
+    return spec.split_rule(spec, data_root, subject)
+
+
+def list_stimuli(spec: DatasetSpec, split: str, data_root: str | Path | None = None) -> list[str]:
+    """Canonical stimulus names of ``split`` (``train``, ``test`` or ``all``), ordered by rule.
+
+    BMD and CC2017 follow fixed rules; the demo reads its annotations; HAD reads the split
+    lists in ``metadata_had/`` (union over subjects).
+    """
+    if split == "all":
+        return list_stimuli(spec, "train", data_root) + list_stimuli(spec, "test", data_root)
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split={split!r}; use 'train', 'test' or 'all'.")
+    return split_lists(spec, data_root)[split]
+
+
+def stimulus_splits(
+    spec: DatasetSpec, stimuli: list[str], data_root: str | Path | None = None, subject: int | None = None
+) -> dict[str, str]:
+    """Split of each of ``stimuli`` by the dataset's split rule; ``""`` for a stimulus the rule does not list.
+
+    Per-subject splits (HAD) need ``subject`` (and ``data_root``); names match by ``spec.match``.
+    """
+    if spec.splits_per_subject and subject is None:
+        raise ValueError(f"{spec.name} splits are per subject: pass data_root and subject (or splits=).")
+    by_key = {spec.match(s): split for split, names in split_lists(spec, data_root, subject).items() for s in names}
+    return {s: by_key.get(spec.match(s), "") for s in stimuli}
+
+
+# --------------------------------------------------------------------------------------------- where videos are published
+
+
+def bmd_video_file(path: str) -> str | None:
+    """An OpenNeuro ds005165 key ``.../mp4_h264/NNNN.mp4`` -> ``mp4/NNNN.mp4``."""
+    match = _BMD_VIDEO_RE.search(path)
+    return f"mp4/{match.group(1)}.mp4" if match else None
+
+
+def had_video_file(path: str) -> str | None:
+    """A HAD ``.mp4`` path -> ``<Class>/<clip>.mp4`` with the class spelled as in the clip name."""
+    if not path.endswith(".mp4"):
+        return None
+    try:
+        return had_stimulus(path.rsplit("/", 1)[-1][: -len(".mp4")]) + ".mp4"
+    except ValueError:
+        return path
+
+
+def cc2017_video_file(path: str) -> str:
+    """A Drive clip path -> ``<padded name>.mp4`` (files that are not clips keep their path)."""
+    stem = path.rsplit("/", 1)[-1]
+    if not stem.endswith(".mp4"):
+        return path
+    try:
+        return pad_cc2017(stem[: -len(".mp4")]) + ".mp4"
+    except ValueError:
+        return path
+
+
+# --------------------------------------------------------------------------------------------- the datasets
+
+
+BMD = DatasetSpec(
+    name="bmd",
+    subjects=tuple(range(1, 11)),
+    suffix="_betas-GLMsingle_type-typed_z=1",
+    arrays=(
+        ArraySpec("train_data_allvoxel", "train", 3, None, 1, rows=1000),
+        ArraySpec("test_data_allvoxel", "test", 3, None, 1001, rows=102),
+    ),
+    repeats={"train": 3, "test": 10},
+    stimuli_subdir="mp4",
+    canonical=numbered_name,
+    split_rule=numbered_splits,
+    indiv_namings=("rep", "number"),
+    has_annotations=True,
+    annotations_key="ds005165/derivatives/stimuli_metadata/annotations.json",
+    stimuli_release=StimuliRelease(
+        kind="openneuro",
+        location="ds005165/derivatives/stimuli_metadata/",
+        video_file=bmd_video_file,
+        page="https://openneuro.org/datasets/ds005165 (and the BMD website)",
+        by_hand_into="mp4/",
+        terms="the BOLD Moments terms of use (1102 mp4)",
+    ),
+    checkpoint_folders=("bmd_example_a", "bmd_example_b"),
+    n_train=1000,
+    n_test=102,
+    description="BOLD Moments: 1102 three-second videos, 10 subjects",
+)
+
+HAD = DatasetSpec(
+    name="had",
+    subjects=tuple(range(1, 31)),
+    suffix="_betas-GLMsingle_type-typeb_z=1",
+    arrays=(ArraySpec("data_allvoxel", None, 3, "stim_order", rows=720),),
+    repeats={"train": 1, "test": 1},
+    stimuli_subdir="",
+    canonical=had_stimulus,
+    split_rule=listed_splits,
+    match=had_match_key,
+    splits_per_subject=True,
+    row_split=had_split,
+    stimulus_folders=True,
+    stimuli_release=StimuliRelease(
+        kind="openneuro",
+        location="ds004488/stimuli/",
+        video_file=had_video_file,
+        page="https://openneuro.org/datasets/ds004488",
+        by_hand_into="<Class>/<clip>.mp4",
+    ),
+    n_train=540,
+    n_test=180,
+    description="Human Actions Dataset: 720 two-second clips per subject, 180 classes, 30 subjects",
+)
+
+CC2017 = DatasetSpec(
+    name="cc2017",
+    subjects=(1, 2, 3),
+    suffix="_estimates-TSTrialEstimates_z=1",
+    arrays=(
+        ArraySpec("train_data_allvoxel", "train", 2, "train_stim_order", rows=4302 * 2),
+        ArraySpec("test_data_allvoxel", "test", 2, "test_stim_order", rows=1199 * 10),
+    ),
+    repeats={"train": 2, "test": 10},
+    stimuli_subdir="",
+    canonical=pad_cc2017,
+    split_rule=segment_splits,
+    match=pad_cc2017,
+    row_overrides={(CC2017_SHORT_RUN["subject"], "test_data_allvoxel"): CC2017_SHORT_RUN["test_rows"]},
+    stimuli_release=StimuliRelease(
+        kind="drive",
+        location="cc2017_clips",
+        video_file=cc2017_video_file,
+        page="the CC2017 clips Drive folder",
+        by_hand_into="<clip>.mp4",
+        note=(
+            "CC2017 raw data (fMRI and the original 8-minute videos) are not mirrored: get them from Purdue PURR, "
+            "publication 2809 (https://purr.purdue.edu/publications/2809), by hand."
+        ),
+    ),
+    n_train=4302,
+    n_test=1199,
+    description="Wen et al. 2017: 2 s clips of 8 min segments, 3 subjects",
+)
+
+DEMO = DatasetSpec(
+    name="demo",
+    subjects=(1, 2),
+    suffix=BMD.suffix,
+    arrays=(ArraySpec("train_data_allvoxel", "train", 3, None, 1), ArraySpec("test_data_allvoxel", "test", 3, None, None)),
+    repeats={"train": 3, "test": 10},
+    stimuli_subdir="mp4",
+    canonical=numbered_name,
+    split_rule=annotated_splits,
+    indiv_namings=("rep", "number"),
+    has_annotations=True,
+    synthetic=True,
+    n_train=120,
+    n_test=24,
+    description="SYNTHETIC demo in BMD formats (procedural videos, known encoding model)",
+)
+
+DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (BMD, HAD, CC2017, DEMO)}
+
+
+# --------------------------------------------------------------------------------------------- lookups and subjects
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """Look up a dataset spec by name, with an error listing the known names."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"Unknown dataset={name!r}. Known datasets: {sorted(DATASETS)}.") from None
+
+
+def is_synthetic(dataset: str) -> bool:
+    """True for a dataset made offline by ``utils.synthetic`` (the demo): its results say nothing about brains."""
+    return get_spec(dataset).synthetic
+
+
+def has_annotations(dataset: str) -> bool:
+    """True for a dataset with BMD-format annotations (human captions, labels, split)."""
+    return get_spec(dataset).has_annotations
+
+
+def download_command(spec: DatasetSpec, subject: int | None = None) -> str:
+    """The command that makes a dataset's inputs (one subject's, where a dataset is fetched per subject)."""
+    command = f"python download_data.py --dataset {spec.name}"
+    return command if subject is None or spec.synthetic else f"{command} --subjects {subject}"
+
+
+def expected_rows(spec: DatasetSpec, array: ArraySpec, subject: int) -> int | None:
+    """Rows an array must have for ``subject`` (None when the dataset's size is a flag, as for the demo)."""
+    return spec.row_overrides.get((subject, array.key), array.rows)
+
+
+def parse_subject(text: str | int) -> int:
+    """``1``, ``"01"``, ``"sub01"``, ``"sub-01"`` -> 1."""
+    match = _SUBJECT_RE.match(str(text).strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"Cannot read subject {text!r}: use a number (1), 'sub01' or 'sub-01'.")
+    return int(match.group(1))
+
+
+def check_subjects(spec: DatasetSpec, subjects: list[str | int] | None) -> list[int]:
+    """Parse subject labels and check them against the spec (all subjects when None; any for a synthetic set)."""
+    if not subjects:
+        return list(spec.subjects)
+    parsed = [parse_subject(s) for s in subjects]
+    unknown = [s for s in parsed if s not in spec.subjects]
+    if unknown and not spec.synthetic:
+        raise ValueError(
+            f"Unknown subject(s) {unknown} for dataset {spec.name!r}: it has subjects "
+            f"{spec.subjects[0]}..{spec.subjects[-1]}."
+        )
+    return parsed
+
+
+def subject_folder(subject: int) -> str:
+    """Canonical folder name ``subNN``."""
+    return f"sub{subject:02d}"
+
+
+def find_subject_folder(data_root: str | Path | None, dataset: str, subject: int) -> str:
+    """The subject's folder on disk: ``subNN`` or ``sub-NN`` if only that one exists."""
+    for name in (subject_folder(subject), f"sub-{subject:02d}"):
+        if layout.betas_dir(data_root, dataset, name).exists():
+            return name
+    return subject_folder(subject)
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
 def annotations_path(data_root: str | Path | None, dataset: str) -> Path:
-    """``metadata_<ds>/annotations.json`` (BMD and demo)."""
-    return layout.metadata_dir(data_root, dataset) / "annotations.json"
+    """``metadata_<ds>/annotations.json`` (BMD and demo); see ``layout.annotations_path``."""
+    return layout.annotations_path(data_root, dataset)
 
 
 def load_annotations(data_root: str | Path | None, dataset: str) -> dict:
     """BMD-format annotations dict keyed by stimulus name."""
-    path = annotations_path(data_root, dataset)
+    path = layout.annotations_path(data_root, dataset)
     if not path.exists():
-        hint = "python download_data.py --dataset demo" if dataset == "demo" else f"python download_data.py --dataset {dataset}"
-        raise FileNotFoundError(f"Missing annotations {path}: run `{hint}` first.")
+        raise FileNotFoundError(f"Missing annotations {path}: run `{download_command(get_spec(dataset))}` first.")
     return json.loads(path.read_text())
-
-
-def list_stimuli(spec: DatasetSpec, split: str, data_root: str | Path | None = None) -> list[str]:
-    """Canonical stimulus names of ``split`` (``train``, ``test`` or ``all``), sorted by rule.
-
-    BMD and CC2017 follow fixed rules; the demo reads its annotations; HAD reads the split
-    lists in ``metadata_had/`` (union over subjects) or, failing that, the stimuli folder.
-    """
-    if split == "all":
-        return list_stimuli(spec, "train", data_root) + list_stimuli(spec, "test", data_root)
-    if split not in ("train", "test"):
-        raise ValueError(f"Unknown split={split!r}; use 'train', 'test' or 'all'.")
-    if spec.name == "bmd":
-        first = 1 if split == "train" else 1001
-        count = spec.n_train if split == "train" else spec.n_test
-        return [numbered_stimulus(first + i) for i in range(count)]
-    if spec.name == "cc2017":
-        return cc2017_clip_names(split)
-    if spec.name == "demo":
-        notes = load_annotations(data_root, "demo")
-        return sorted(k for k, v in notes.items() if v["set"] == split)
-    split_file = layout.metadata_dir(data_root, "had") / f"had_{split}_set_per_subject.json"
-    if split_file.exists():
-        per_subject = json.loads(split_file.read_text())
-        return sorted({had_stimulus(n) for names in per_subject.values() for n in names})
-    stim_dir = layout.stimuli_dir(data_root, "had")
-    if not stim_dir.exists():
-        raise FileNotFoundError(f"HAD split lists {split_file} and stimuli {stim_dir} are both missing: run `python download_data.py --dataset had` first.")
-    raise FileNotFoundError(f"Missing {split_file}: HAD splits are per subject; run `python download_data.py --dataset had --prepare` first.")
 
 
 def stimulus_path(data_root: str | Path | None, spec: DatasetSpec, stimulus: str) -> Path:
@@ -304,4 +530,4 @@ def row_stimuli(
         raise KeyError(f"Key {array.order_key!r} is needed to name the rows of {array.key!r}.")
     if len(order) != n_rows:
         raise ValueError(f"{array.order_key!r} has {len(order)} names but {array.key!r} has {n_rows} rows.")
-    return [canonical_stimulus(spec.name, str(n)) for n in order]
+    return [spec.canonical(str(n)) for n in order]

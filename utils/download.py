@@ -6,7 +6,9 @@ Three parts, so tests can replace the network and still run all the logic:
    (``list_drive_folder``, ``fetch_drive_file``, ``open_http``, ``list_s3``). Tests pass a
    fake with the same methods.
 2. Planning (``plan_dataset``): which remote files a dataset needs and where they go under
-   the data root (paths from ``utils.layout``/``utils.datasets``). Drive folder contents are
+   the data root (paths from ``utils.layout``/``utils.datasets``), read from the dataset's
+   spec (``annotations_key``, ``stimuli_release``, ``checkpoint_folders``, ``suffix``;
+   a synthetic dataset is never downloaded). Drive folder contents are
    discovered at run time; pickles are matched to dataset and subject by their names
    (the suffix of each dataset spec, ``sub01``/``sub-01``). Files that must be obtained by
    hand (terms of use) become messages, never silent gaps.
@@ -36,8 +38,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from utils import layout
-from utils.datasets import DatasetSpec, check_subjects, get_spec, had_stimulus, pad_cc2017, subject_folder
+from utils.datasets import DATASETS, DatasetSpec, StimuliRelease, check_subjects, get_spec, subject_folder
 from utils.io import read_json, sha256_file, write_json
+from utils.rois import DEFAULT_ROI_SET
 
 DRIVE_FOLDERS = {
     "pickles": "1xeXDUoArZ0kq8JWr2b5gaqBMP06mqH5f",
@@ -47,14 +50,9 @@ DRIVE_FOLDERS = {
 }
 DRIVE_LISTING_LIMIT = 50
 OPENNEURO_S3 = "https://s3.amazonaws.com/openneuro.org"
-BMD_ANNOTATIONS_KEY = "ds005165/derivatives/stimuli_metadata/annotations.json"
-BMD_STIMULI_PREFIX = "ds005165/derivatives/stimuli_metadata/"
-HAD_STIMULI_PREFIX = "ds004488/stimuli/"
-MANIFEST_NAME = "downloads_manifest.json"
 WHAT = ("betas", "metadata", "stimuli", "checkpoints")
 _CHUNK = 1 << 20
 _SUBJECT_IN_PATH = re.compile(r"(?:^|[^a-z0-9])sub-?0*(\d+)(?!\d)", re.IGNORECASE)
-_BMD_VIDEO = re.compile(r"(?:^|/)mp4_h264/(\d{4})\.mp4$")
 
 
 class DownloadError(RuntimeError):
@@ -236,7 +234,7 @@ def merge_drive_ids(entries: list[DriveEntry], extra: dict[str, str]) -> list[Dr
 
 
 def match_pickles(
-    entries: list[DriveEntry], spec: DatasetSpec, subjects: list[int], roi_set: str = "Group41"
+    entries: list[DriveEntry], spec: DatasetSpec, subjects: list[int], roi_set: str = DEFAULT_ROI_SET
 ) -> tuple[dict[int, DriveEntry], list[str]]:
     """Pick each subject's ``<roi_set><suffix>.pkl`` from a listing by name.
 
@@ -272,7 +270,7 @@ def plan_betas(
     spec: DatasetSpec,
     subjects: list[int],
     network: Network,
-    roi_set: str = "Group41",
+    roi_set: str = DEFAULT_ROI_SET,
     drive_ids: dict[str, str] | None = None,
     known: dict[str, str] | None = None,
     retries: int = 3,
@@ -338,24 +336,48 @@ def plan_drive_folder(
     return plan
 
 
-def cc2017_clip_path(path: str) -> str:
-    """A Drive clip path -> ``<padded name>.mp4`` (names that are not clips keep their path)."""
-    stem = path.rsplit("/", 1)[-1]
-    if not stem.endswith(".mp4"):
-        return path
-    try:
-        return pad_cc2017(stem[: -len(".mp4")]) + ".mp4"
-    except ValueError:
-        return path
+def _relative(path: Path) -> str:
+    """A path under the default data root, relative to it (destinations are relative)."""
+    return path.relative_to(layout.root(None)).as_posix()
 
 
-def had_clip_path(key: str, prefix: str) -> str:
-    """OpenNeuro HAD key -> ``<Class>/<clip>.mp4`` with the class spelled as in the clip name."""
-    name = key.rsplit("/", 1)[-1]
-    try:
-        return had_stimulus(name[: -len(".mp4")]) + ".mp4"
-    except ValueError:
-        return key[len(prefix):]
+def plan_stimuli(
+    spec: DatasetSpec,
+    network: Network,
+    drive_ids: dict[str, str] | None = None,
+    known: dict[str, str] | None = None,
+    accept_terms: bool = False,
+    retries: int = 3,
+    backoff: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Plan:
+    """The videos of ``spec.stimuli_release`` under ``stimuli_<ds>/`` (named by its ``video_file``)."""
+    release: StimuliRelease = spec.stimuli_release
+    stim_root = _relative(layout.stimuli_dir(None, spec.name))
+    by_hand = f"<data root>/{stim_root}/{release.by_hand_into}"
+    kw = {"retries": retries, "backoff": backoff, "sleep": sleep}
+    plan = Plan()
+    if release.terms and not accept_terms:
+        plan.manual.append(
+            f"{spec.name} stimuli are under {release.terms}: read them at {release.page}, then rerun with "
+            f"--accept-stimuli-terms to fetch them from {release.kind}, or put the videos in {by_hand} by hand."
+        )
+    elif release.kind == "openneuro":
+        objects = _list_with_retries(lambda: network.list_s3(OPENNEURO_S3, release.location), **kw)
+        for key, size in objects:
+            dest = release.video_file(key[len(release.location):])
+            if dest is not None:
+                plan.files.append(RemoteFile(f"{stim_root}/{dest}", "http", f"{OPENNEURO_S3}/{key}", size))
+        if not plan.files:
+            plan.manual.append(
+                f"No {spec.name} videos found under s3://openneuro.org/{release.location}: download them "
+                f"from {release.page} by hand into {by_hand}."
+            )
+    else:
+        _extend(plan, plan_drive_folder(release.location, stim_root, network, drive_ids, known, rename=release.video_file, **kw))
+    if release.note:
+        plan.manual.append(release.note)
+    return plan
 
 
 def plan_dataset(
@@ -363,7 +385,7 @@ def plan_dataset(
     subjects: list[str | int] | None,
     network: Network,
     what: tuple[str, ...] = ("betas", "metadata", "stimuli"),
-    roi_set: str = "Group41",
+    roi_set: str | None = None,
     drive_ids: dict[str, str] | None = None,
     known: dict[str, str] | None = None,
     accept_terms: bool = False,
@@ -373,12 +395,14 @@ def plan_dataset(
 ) -> Plan:
     """Everything to fetch for ``dataset`` (``what`` among betas, metadata, stimuli, checkpoints).
 
-    ``drive_ids``: extra Drive files by id (path in folder -> id); ``known``: destination ->
-    id recorded in the manifest (``recorded_drive_ids``).
+    roi_set: the ROI set of the pickles to fetch (None: the one the dataset publishes,
+    ``spec.pickle_roi_set``; other ROI sets are prepared from it). ``drive_ids``: extra
+    Drive files by id (path in folder -> id); ``known``: destination -> id recorded in the
+    manifest (``recorded_drive_ids``).
     """
     spec = get_spec(dataset)
-    if dataset == "demo":
-        raise ValueError("The demo is not downloaded: it is synthesised offline (utils.synthetic.make_demo).")
+    if spec.synthetic:
+        raise ValueError(f"The {dataset} dataset is not downloaded: it is synthesised offline (utils.synthetic.make_demo).")
     unknown = [w for w in what if w not in WHAT]
     if unknown:
         raise ValueError(f"Unknown what={unknown}; choose among {WHAT}.")
@@ -386,52 +410,22 @@ def plan_dataset(
     kw = {"retries": retries, "backoff": backoff, "sleep": sleep}
     plan = Plan()
     if "betas" in what:
-        _extend(plan, plan_betas(spec, subjects_int, network, roi_set, drive_ids, known, **kw))
-    stim_root = layout.stimuli_dir(None, dataset).relative_to(layout.root(None)).as_posix()
-    meta_root = layout.metadata_dir(None, dataset).relative_to(layout.root(None)).as_posix()
-    if dataset == "bmd":
-        if "metadata" in what:
-            plan.files.append(RemoteFile(f"{meta_root}/annotations.json", "http", f"{OPENNEURO_S3}/{BMD_ANNOTATIONS_KEY}"))
-        if "stimuli" in what:
-            if not accept_terms:
-                plan.manual.append(
-                    "BMD stimuli (1102 mp4) are under the BOLD Moments terms of use: read them at "
-                    "https://openneuro.org/datasets/ds005165 (and the BMD website), then rerun with "
-                    f"--accept-stimuli-terms to fetch mp4_h264/NNNN.mp4 from OpenNeuro, or put the videos in <data root>/{stim_root}/mp4/ by hand."
-                )
-            else:
-                objects = _list_with_retries(lambda: network.list_s3(OPENNEURO_S3, BMD_STIMULI_PREFIX), **kw)
-                videos = [(k, s) for k, s in objects if _BMD_VIDEO.search(k)]
-                for key, size in videos:
-                    number = _BMD_VIDEO.search(key).group(1)
-                    plan.files.append(RemoteFile(f"{stim_root}/mp4/{number}.mp4", "http", f"{OPENNEURO_S3}/{key}", size))
-                if not videos:
-                    plan.manual.append(
-                        f"No mp4_h264/NNNN.mp4 found under s3://openneuro.org/{BMD_STIMULI_PREFIX}: download the BMD stimuli "
-                        f"from https://openneuro.org/datasets/ds005165 by hand into <data root>/{stim_root}/mp4/."
-                    )
-        if "checkpoints" in what:
-            for key in ("bmd_example_a", "bmd_example_b"):
-                dest = layout.checkpoint_dir(None, "published", f"bmd/{key}").relative_to(layout.root(None)).as_posix()
-                _extend(plan, plan_drive_folder(key, dest, network, drive_ids, known, **kw))
-    if dataset != "bmd" and "checkpoints" in what:
-        plan.manual.append(f"No published checkpoints for {dataset}: the MBM checkpoints on Drive are BMD's (--dataset bmd --what checkpoints).")
-    if dataset == "had" and "stimuli" in what:
-        objects = _list_with_retries(lambda: network.list_s3(OPENNEURO_S3, HAD_STIMULI_PREFIX), **kw)
-        videos = [(k, s) for k, s in objects if k.endswith(".mp4")]
-        for key, size in videos:
-            plan.files.append(RemoteFile(f"{stim_root}/{had_clip_path(key, HAD_STIMULI_PREFIX)}", "http", f"{OPENNEURO_S3}/{key}", size))
-        if not videos:
+        _extend(plan, plan_betas(spec, subjects_int, network, roi_set or spec.pickle_roi_set, drive_ids, known, **kw))
+    if "metadata" in what and spec.annotations_key:
+        dest = _relative(layout.annotations_path(None, dataset))
+        plan.files.append(RemoteFile(dest, "http", f"{OPENNEURO_S3}/{spec.annotations_key}"))
+    if "stimuli" in what and spec.stimuli_release is not None:
+        _extend(plan, plan_stimuli(spec, network, drive_ids, known, accept_terms, **kw))
+    if "checkpoints" in what:
+        for key in spec.checkpoint_folders:
+            dest = _relative(layout.checkpoint_dir(None, "published", f"{dataset}/{key}"))
+            _extend(plan, plan_drive_folder(key, dest, network, drive_ids, known, **kw))
+        if not spec.checkpoint_folders:
+            with_checkpoints = [s.name for s in DATASETS.values() if s.checkpoint_folders]
             plan.manual.append(
-                f"No mp4 found under s3://openneuro.org/{HAD_STIMULI_PREFIX}: download the HAD stimuli from "
-                f"https://openneuro.org/datasets/ds004488 by hand into <data root>/{stim_root}/<Class>/<clip>.mp4."
+                f"No published checkpoints for {dataset}: the MBM checkpoints on Drive are for {with_checkpoints} "
+                f"(--dataset {' / '.join(with_checkpoints)} --what checkpoints)."
             )
-    if dataset == "cc2017" and "stimuli" in what:
-        _extend(plan, plan_drive_folder("cc2017_clips", stim_root, network, drive_ids, known, rename=cc2017_clip_path, **kw))
-        plan.manual.append(
-            "CC2017 raw data (fMRI and the original 8-minute videos) are not mirrored: get them from Purdue PURR, "
-            "publication 2809 (https://purr.purdue.edu/publications/2809), by hand."
-        )
     return plan
 
 
@@ -494,7 +488,7 @@ def http_resume(network: Network, url: str, part: Path, expected_size: int | Non
 
 def load_manifest(data_root: str | Path | None) -> dict:
     """The downloads manifest ``{"files": {dest: {...}}}`` (empty when absent)."""
-    return read_json(layout.root(data_root) / MANIFEST_NAME, {"files": {}})
+    return read_json(layout.downloads_manifest_path(data_root), {"files": {}})
 
 
 def _verify(path: Path, size: int | None, sha256: str | None, check_sha: bool) -> str | None:
@@ -591,7 +585,7 @@ def fetch_all(
     if verify not in ("sha256", "size"):
         raise ValueError(f"Unknown verify={verify!r}; use 'sha256' or 'size'.")
     files = plan.files[:limit] if limit else plan.files
-    manifest_path = layout.root(data_root) / MANIFEST_NAME
+    manifest_path = layout.downloads_manifest_path(data_root)
     manifest = load_manifest(data_root)
     results = []
     for item in files:

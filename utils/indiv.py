@@ -8,17 +8,18 @@ order of appearance (the repeat column of the prepared trials table). BMD files 
 Stimulus names follow ``utils.datasets``: BMD/demo ``NNNN``; CC2017 zero-padded
 ``seg1_begin-002_end-004`` (unpadded files are read and padded); HAD ``<Class>/<clip>``, so a
 HAD file lies in a class subfolder whose name keeps its spaces:
-``indiv_npys/Group41<suffix>/Drum corps/v_Drum corps_id_..._label_1_rep0.npy``. Flat HAD
+``indiv_npys/<roi_set><suffix>/Drum corps/v_Drum corps_id_..._label_1_rep0.npy``. Flat HAD
 files (``v_<Class>_id_..._rep0.npy`` directly in the folder) are read as well.
 
 File names are parsed with anchored regexes (``^<stim>_rep(\\d+)\\.npy$`` first, then
-``^<stim>_(\\d+)\\.npy$``) and the stimulus part is checked against the dataset's naming
-rule; nothing is matched by substring. A folder that mixes both namings, holds the same
+``^<stim>_(\\d+)\\.npy$`` where the spec's ``indiv_namings`` allow it) and the stimulus part
+is checked against the dataset's naming rule (``spec.canonical``); nothing is matched by
+substring. Splits come from the dataset's split rule (``utils.datasets.stimulus_splits``).
+A folder that mixes both namings, holds the same
 trial twice (e.g. padded and unpadded CC2017 names) or holds unrecognised files is refused.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import layout
-from utils.datasets import N_GROUP41, canonical_stimulus, find_subject_folder, get_spec, load_annotations, subject_folder
+from utils.datasets import N_GROUP41, DatasetSpec, find_subject_folder, get_spec, stimulus_splits
 from utils.io import is_complete_npy, save_npy
 from utils.prepare import (
     Prepared,
@@ -37,10 +38,11 @@ from utils.prepare import (
     skipped_summary,
     write_prepared_array,
 )
+from utils.rois import DEFAULT_ROI_SET, get_roi_set, roi_set_size, select_vertices
 
 _REP_RE = re.compile(r"^(?P<stim>.+)_rep(?P<k>\d+)\.npy$")
 _NUM_RE = re.compile(r"^(?P<stim>.+)_(?P<k>\d+)\.npy$")
-_NUMBERED_RE = re.compile(r"^\d{4}$")
+_NAMINGS = {"rep": ("<stim>_rep<k>.npy", _REP_RE), "number": ("NNNN_<k>.npy", _NUM_RE)}
 _SPLIT_ORDER = {"train": 0, "test": 1}
 
 
@@ -49,10 +51,23 @@ def indiv_file(directory: str | Path, stimulus: str, repeat: int) -> Path:
     return Path(directory) / f"{stimulus}_rep{int(repeat)}.npy"
 
 
-def subject_indiv_dir(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = "Group41") -> Path:
+def subject_indiv_dir(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = DEFAULT_ROI_SET) -> Path:
     """``indiv_npys/<roi_set><suffix>/`` of one subject (``subNN`` or an existing ``sub-NN``)."""
     spec = get_spec(dataset)
     return layout.indiv_dir(data_root, dataset, find_subject_folder(data_root, dataset, subject), roi_set, spec.suffix)
+
+
+def indiv_source(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = DEFAULT_ROI_SET) -> tuple[Path, str]:
+    """The indiv folder to build ``roi_set`` from and the ROI set its files hold.
+
+    ``roi_set``'s own folder when it exists, else the folder of the ROI set the dataset's
+    pickles hold (``spec.pickle_roi_set``, e.g. Group41), from which ``roi_set`` is selected.
+    """
+    own = subject_indiv_dir(data_root, dataset, subject, roi_set)
+    if own.is_dir():
+        return own, roi_set
+    source_set = get_spec(dataset).pickle_roi_set
+    return subject_indiv_dir(data_root, dataset, subject, source_set), source_set
 
 
 def write_indiv(
@@ -85,12 +100,10 @@ def write_indiv(
     return {"written": written, "skipped": skipped, "directory": str(out_dir)}
 
 
-def _check_stimulus(dataset: str, stem: str) -> str | None:
+def _check_stimulus(spec: DatasetSpec, stem: str) -> str | None:
     """Canonical stimulus for the stimulus part of a file name, or None if it breaks the naming rule."""
-    if dataset in ("bmd", "demo"):
-        return stem if _NUMBERED_RE.match(stem) else None
     try:
-        return canonical_stimulus(dataset, stem)
+        return spec.canonical(stem)
     except ValueError:
         return None
 
@@ -99,22 +112,24 @@ def parse_indiv_name(dataset: str, relpath: str) -> tuple[str, int, str] | None:
     """``(canonical stimulus, repeat, naming)`` of one file path relative to the folder, or None.
 
     naming is ``"rep"`` for ``<stim>_rep<k>.npy`` and ``"number"`` for ``NNNN_<k>.npy``
-    (BMD and demo only). A HAD path may carry one class folder.
+    (where the spec's ``indiv_namings`` allow it: BMD and demo). A path may carry one folder
+    where stimulus names do (HAD's class folder).
     """
+    spec = get_spec(dataset)
     parts = relpath.split("/")
-    if len(parts) > 2 or (len(parts) == 2 and dataset != "had"):
+    if len(parts) > 2 or (len(parts) == 2 and not spec.stimulus_folders):
         return None
     name = parts[-1]
-    for naming, regex in (("rep", _REP_RE), ("number", _NUM_RE)):
+    for naming, (_, regex) in _NAMINGS.items():
         match = regex.match(name)
         if not match:
             continue
-        if naming == "number" and dataset not in ("bmd", "demo"):
+        if naming not in spec.indiv_namings:
             return None
         # HAD: the class comes from the clip name when it has one (the folder may spell it with _).
-        stimulus = _check_stimulus(dataset, match["stim"])
+        stimulus = _check_stimulus(spec, match["stim"])
         if stimulus is None and len(parts) == 2:
-            stimulus = _check_stimulus(dataset, f"{parts[0]}/{match['stim']}")
+            stimulus = _check_stimulus(spec, f"{parts[0]}/{match['stim']}")
         if stimulus is None:
             continue
         if len(parts) == 2 and stimulus.split("/", 1)[0].replace(" ", "_") != parts[0].replace(" ", "_"):
@@ -129,36 +144,12 @@ def _natural_key(text: str) -> list:
 
 
 def default_splits(dataset: str, stimuli: list[str], data_root: str | Path | None = None, subject: int | None = None) -> dict[str, str]:
-    """Split of each stimulus by the dataset's rule.
+    """Split of each stimulus by the dataset's split rule (``utils.datasets.stimulus_splits``).
 
-    BMD by number (<= 1000 train); CC2017 ``seg*`` train, ``test*`` test; the demo from its
-    annotations; HAD from ``metadata_had/had_{train,test}_set_per_subject.json`` (the split is
-    per subject, so ``data_root`` and ``subject`` are needed).
+    Per-subject splits (HAD, from ``metadata_had/had_{train,test}_set_per_subject.json``)
+    need ``data_root`` and ``subject``; the demo's come from its annotations under ``data_root``.
     """
-    if dataset == "bmd":
-        return {s: "train" if int(s) <= get_spec("bmd").n_train else "test" for s in stimuli}
-    if dataset == "cc2017":
-        return {s: "train" if s.startswith("seg") else "test" for s in stimuli}
-    if dataset == "demo":
-        notes = load_annotations(data_root, "demo")
-        missing = [s for s in stimuli if s not in notes]
-        if missing:
-            raise ValueError(f"Demo stimuli {missing[:5]} are not in the demo annotations under {data_root}.")
-        return {s: notes[s]["set"] for s in stimuli}
-    if subject is None:
-        raise ValueError("HAD splits are per subject: pass data_root and subject (or splits=) to read its indiv files.")
-    out: dict[str, str] = {}
-    for split in ("train", "test"):
-        path = layout.metadata_dir(data_root, "had") / f"had_{split}_set_per_subject.json"
-        if not path.exists():
-            raise FileNotFoundError(
-                f"Missing {path}: HAD indiv files carry no split; prepare the subject from its pickle instead "
-                f"(`python download_data.py --dataset had --subjects {subject} --prepare`)."
-            )
-        per_subject = json.loads(path.read_text())
-        names = per_subject.get(subject_folder(subject), per_subject.get(f"sub-{subject:02d}", []))
-        out.update({canonical_stimulus("had", n).replace(" ", "_"): split for n in names})
-    return {s: out.get(s.replace(" ", "_"), "") for s in stimuli}
+    return stimulus_splits(get_spec(dataset), stimuli, data_root, subject)
 
 
 def scan_indiv(directory: str | Path, dataset: str) -> list[tuple[str, int, Path]]:
@@ -189,10 +180,8 @@ def scan_indiv(directory: str | Path, dataset: str) -> list[tuple[str, int, Path
             )
         found[(stimulus, repeat)] = path
     if unknown:
-        raise ValueError(
-            f"{directory}: {len(unknown)} file(s) do not follow the {dataset} naming "
-            f"'<stim>_rep<k>.npy'{' or NNNN_<k>.npy' if dataset in ('bmd', 'demo') else ''}: {unknown[:5]}."
-        )
+        allowed = " or ".join(repr(_NAMINGS[n][0]) for n in get_spec(dataset).indiv_namings)
+        raise ValueError(f"{directory}: {len(unknown)} file(s) do not follow the {dataset} naming {allowed}: {unknown[:5]}.")
     if len(namings) > 1:
         raise ValueError(
             f"{directory} mixes '<stim>_rep<k>.npy' files (e.g. {namings['rep'].name}) and 'NNNN_<k>.npy' files "
@@ -243,13 +232,14 @@ def write_prepared_from_indiv(
     data_root: str | Path | None,
     dataset: str,
     subject: int,
-    roi_set: str = "Group41",
+    roi_set: str = DEFAULT_ROI_SET,
     overwrite: bool = False,
     nan_policy: str = "drop",
 ) -> dict:
-    """Read a subject's indiv folder and write the prepared layout (array, trials CSV, summary).
+    """Read a subject's indiv folder and write the prepared layout of ``roi_set`` (array, trials CSV, summary).
 
-    NaN trials get the policy of ``utils.prepare`` (``drop`` or ``zero``). The summary
+    The folder is ``roi_set``'s own or the pickle ROI set's, whose vectors then give
+    ``roi_set``'s vertices (see ``indiv_source``). NaN trials get the policy of ``utils.prepare`` (``drop`` or ``zero``). The summary
     (``<roi_set>_prepared.json``, the completion mark that ``utils.prepare`` checks) is
     written last. A subject already prepared is skipped (its summary returned with
     ``skipped``) unless ``overwrite``.
@@ -258,8 +248,11 @@ def write_prepared_from_indiv(
     done = skipped_summary(data_root, dataset, subject, roi_set, overwrite)
     if done is not None:
         return done
-    source = subject_indiv_dir(data_root, dataset, subject, roi_set)
-    betas, trials = read_indiv(source, dataset, data_root=data_root, subject=subject, progress=True)
+    source, source_set = indiv_source(data_root, dataset, subject, roi_set)
+    betas, trials = read_indiv(source, dataset, roi_set_size(source_set), data_root=data_root, subject=subject, progress=True)
+    columns = select_vertices(get_roi_set(source_set), source_set, roi_set, str(source))  # (V,) or None = all
+    if columns is not None:
+        betas = betas[:, columns]  # (T, V)
     nan_mask = np.isnan(betas).any(axis=1)  # (T,)
     keep = ~nan_mask if nan_policy == "drop" else np.ones(len(trials), dtype=bool)
     betas, kept = np.nan_to_num(betas[keep], nan=0.0), trials.select(keep)

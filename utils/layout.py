@@ -190,10 +190,14 @@ def reconstruction_captions_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / "captions.json"
 
 
+def reconstruction_captions_part_path(out_dir: str | Path, rank: int | str) -> Path:
+    """``<reconstruction dir>/.captions.rank<rank>.json``: one process's captions before they are merged."""
+    return Path(out_dir) / f".captions.rank{rank}.json"
+
+
 def reconstruction_video_paths(out_dir: str | Path, stimulus: str) -> tuple[Path, Path]:
     """(``mp4/<stim>.mp4``, ``gif/<stim>.gif``) of one reconstructed clip."""
-    out_dir = Path(out_dir)
-    return out_dir / "mp4" / f"{stimulus}.mp4", out_dir / "gif" / f"{stimulus}.gif"
+    return reconstruction_mp4_dir(out_dir) / f"{stimulus}.mp4", Path(out_dir) / "gif" / f"{stimulus}.gif"
 
 
 def evaluation_dir(data_root: str | Path | None, run: str) -> Path:
@@ -219,3 +223,54 @@ def figures_dir(out_dir: str | Path) -> Path:
 def media_path(out_dir: str | Path, stimulus: str, kind: str) -> Path:
     """``<evaluation dir>/media/<stim>_<kind>.mp4``: a clip copied for the report (kind: true, pred)."""
     return Path(out_dir) / "media" / f"{stimulus}_{kind}.mp4"
+
+
+# ----------------------------------------------------------------------------- datasets: downloads, split lists, demo
+
+
+def downloads_manifest_path(data_root: str | Path | None) -> Path:
+    """``<data root>/downloads_manifest.json``: size, sha256 and source of every downloaded file."""
+    return root(data_root) / "downloads_manifest.json"
+
+
+def split_list_path(data_root: str | Path | None, dataset: str, split: str) -> Path:
+    """``metadata_<ds>/<ds>_<split>_set_per_subject.json``: per-subject stimulus lists of a split (HAD)."""
+    return metadata_dir(data_root, dataset) / f"{dataset}_{split}_set_per_subject.json"
+
+
+def demo_config_path(data_root: str | Path | None, dataset: str) -> Path:
+    """``metadata_<ds>/demo_config.json``: the settings a synthetic dataset was made with."""
+    return metadata_dir(data_root, dataset) / "demo_config.json"
+
+
+def encoding_model_path(data_root: str | Path | None, dataset: str) -> Path:
+    """``metadata_<ds>/encoding_model.npz``: the ground-truth encoding model of a synthetic dataset."""
+    return metadata_dir(data_root, dataset) / "encoding_model.npz"
+
+
+def demo_readme_path(data_root: str | Path | None, dataset: str) -> Path:
+    """``metadata_<ds>/README.txt``: the plain statement that a dataset is synthetic."""
+    return metadata_dir(data_root, dataset) / "README.txt"
+
+
+# ----------------------------------------------------------------------------- reconstructions and evaluation (stages 4-5)
+
+
+def reconstructions_root(data_root: str | Path | None) -> Path:
+    """``reconstructions/``: one folder per reconstruction run."""
+    return root(data_root) / "reconstructions"
+
+
+def reconstruction_mp4_dir(out_dir: str | Path) -> Path:
+    """``<reconstruction dir>/mp4/``: the reconstructed clips (a run is one when this folder exists)."""
+    return Path(out_dir) / "mp4"
+
+
+def figure_path(out_dir: str | Path, name: str) -> Path:
+    """``<evaluation dir>/figures/<name>.png``: one figure of the report."""
+    return figures_dir(out_dir) / f"{name}.png"
+
+
+def rng_state_paths(directory: str | Path) -> list[Path]:
+    """Every ``<dir>/rng_state_<rank>.pt`` present (one per process of the last save), sorted."""
+    return sorted(Path(directory).glob("rng_state_*.pt"))

@@ -2,6 +2,7 @@
 
 Vector metrics (used on predicted targets and embeddings) come first; video and caption
 metrics follow. Every function takes numpy arrays with the shapes in its docstring.
+Which pairs a stage compares, with which seeds and chance levels, is ``utils.scoring``.
 """
 from __future__ import annotations
 

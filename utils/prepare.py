@@ -1,5 +1,11 @@
 """The prepare step: one subject's Brain Netflix pickle -> one contiguous float32 array.
 
+Input: the subject's pickle, which holds the vertices of the dataset's ``pickle_roi_set``
+(Group41 for the published files, listed in its ``roi_indices_hcp`` when present). Any ROI
+set whose vertices the pickle holds can be prepared: a named set (``Group41``) or MMP ROI
+names joined by ``+`` (``V1+V2+MT``, see ``utils.rois``); its columns are taken from the
+pickle in the order of the ROI set's rule.
+
 Output per subject (paths from ``utils.layout``), written in this order, each atomically:
 1. ``<roi_set>.npy``: (n_trials, n_vertices) float32, memory-mappable, one row per trial;
 2. ``<roi_set>_trials.csv``: row, stimulus, repeat, split (one line per array row);
@@ -22,16 +28,15 @@ import scipy.sparse
 
 from utils import layout
 from utils.datasets import (
-    CC2017_SHORT_RUN,
-    ArraySpec,
     DatasetSpec,
+    download_command,
+    expected_rows,
     find_subject_folder,
     get_spec,
-    had_split,
     row_stimuli,
 )
 from utils.io import atomic_path, read_json, write_json, write_text
-from utils.rois import check_roi_indices, get_roi_set
+from utils.rois import DEFAULT_ROI_SET, check_roi_indices, get_roi_set, parse_roi_set, select_vertices
 from utils.safe_pickle import load_pickle
 
 NAN_POLICIES = ("drop", "zero")
@@ -91,23 +96,17 @@ def write_prepared_array(data_root: str | Path | None, dataset: str, subject: in
     return atomic_path(layout.prepared_array_path(data_root, dataset, folder, roi_set), suffix=".tmp.npy")
 
 
-def expected_rows(spec: DatasetSpec, array: ArraySpec, subject: int) -> int | None:
-    """Rows an array must have (None when the dataset's size is a flag, as for the demo)."""
-    if spec.name == "demo":
-        return None
-    if spec.name == "had":
-        return spec.n_train + spec.n_test
-    n = spec.n_train if array.split == "train" else spec.n_test
-    if spec.name == "cc2017":
-        rows = n * spec.repeats[array.split]
-        if array.split == "test" and subject == CC2017_SHORT_RUN["subject"]:
-            return CC2017_SHORT_RUN["test_rows"]
-        return rows
-    return n
+def source_pickle_path(data_root: str | Path | None, spec: DatasetSpec, subject: int) -> Path:
+    """The subject's downloaded pickle (it holds the ``spec.pickle_roi_set`` vertices)."""
+    folder = find_subject_folder(data_root, spec.name, subject)
+    return layout.pickle_path(data_root, spec.name, folder, spec.pickle_roi_set, spec.suffix)
 
 
 def validate_pickle(data: object, spec: DatasetSpec, subject: int, n_vertices: int, source: str) -> None:
-    """Check keys, shapes and ``roi_indices_hcp`` of a loaded pickle; raise naming ``source``."""
+    """Check keys, shapes and ``roi_indices_hcp`` of a loaded pickle; raise naming ``source``.
+
+    n_vertices: the size of the pickle's ROI set (``spec.pickle_roi_set``).
+    """
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a dict of arrays, found {type(data).__name__}.")
     needed = [a.key for a in spec.arrays] + [a.order_key for a in spec.arrays if a.order_key]
@@ -126,7 +125,7 @@ def validate_pickle(data: object, spec: DatasetSpec, subject: int, n_vertices: i
         if array.ndim == 3 and array.split == "train" and shape[1] != spec.repeats["train"]:
             raise ValueError(f"{source}: {array.key!r} should have {spec.repeats['train']} repeats, found {shape[1]}.")
     if "roi_indices_hcp" in data:
-        check_roi_indices(np.asarray(data["roi_indices_hcp"]), source=source)
+        check_roi_indices(np.asarray(data["roi_indices_hcp"]), spec.pickle_roi_set, source=source)
 
 
 def trial_table(data: dict, spec: DatasetSpec) -> tuple[list[tuple[str, int, int]], Trials]:
@@ -145,7 +144,7 @@ def trial_table(data: dict, spec: DatasetSpec) -> tuple[list[tuple[str, int, int
         names = row_stimuli(spec, array, value.shape[0], order, n_train_rows)
         if array.split == "train":
             n_train_rows = value.shape[0]
-        row_split = had_split(names) if array.split is None else [array.split] * len(names)
+        row_split = spec.row_split(names) if array.split is None else [array.split] * len(names)
         start = len(stimuli)
         if array.ndim == 3:
             n_rep = value.shape[1]
@@ -169,12 +168,13 @@ def _rows_2d(value: np.ndarray) -> np.ndarray:
     return value.reshape(-1, value.shape[-1])
 
 
-def _nan_rows(value: np.ndarray) -> np.ndarray:
-    """(T,) bool: trials holding any NaN, computed in chunks to bound memory."""
+def _nan_rows(value: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+    """(T,) bool: trials holding any NaN in ``columns`` (None: all), computed in chunks to bound memory."""
     rows = _rows_2d(value)
     out = np.zeros(len(rows), dtype=bool)
     for start in range(0, len(rows), _CHUNK_ROWS):
-        out[start : start + _CHUNK_ROWS] = np.isnan(rows[start : start + _CHUNK_ROWS]).any(axis=1)
+        chunk = rows[start : start + _CHUNK_ROWS]
+        out[start : start + _CHUNK_ROWS] = np.isnan(chunk if columns is None else chunk[:, columns]).any(axis=1)
     return out
 
 
@@ -208,7 +208,7 @@ def _paths(data_root: str | Path | None, dataset: str, folder: str, roi_set: str
     return array_path, trials_path, layout.prepared_summary_path(data_root, dataset, folder, roi_set)
 
 
-def is_prepared(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = "Group41") -> bool:
+def is_prepared(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = DEFAULT_ROI_SET) -> bool:
     """True when the subject's prepared files are all there and consistent."""
     folder = find_subject_folder(data_root, dataset, subject)
     array_path, trials_path, summary_path = _paths(data_root, dataset, folder, roi_set)
@@ -226,32 +226,32 @@ def prepare_subject(
     data_root: str | Path | None,
     dataset: str,
     subject: int,
-    roi_set: str = "Group41",
+    roi_set: str = DEFAULT_ROI_SET,
     overwrite: bool = False,
     nan_policy: str = "drop",
 ) -> dict:
-    """Convert one subject's pickle to the prepared layout; return the summary dict.
+    """Convert one subject's pickle to the prepared layout of ``roi_set``; return the summary dict.
 
-    Skips a subject that is already prepared unless ``overwrite``. The summary has the
-    shape, trial counts per split, NaN counts and the policy applied.
+    ``roi_set``'s vertices are selected from the pickle's (which must hold them all; the error
+    names the missing ROIs). Skips a subject that is already prepared unless ``overwrite``.
+    The summary has the shape, trial counts per split, NaN counts and the policy applied.
     """
     check_nan_policy(nan_policy)
     spec = get_spec(dataset)
-    if roi_set != "Group41":
-        raise ValueError(f"roi_set={roi_set!r}: the published pickles hold Group41 only.")
+    parse_roi_set(roi_set)  # an unknown ROI set fails before the pickle is loaded
     done = skipped_summary(data_root, dataset, subject, roi_set, overwrite)
     if done is not None:
         return done
-    folder = find_subject_folder(data_root, dataset, subject)
-    pkl = layout.pickle_path(data_root, dataset, folder, roi_set, spec.suffix)
+    pkl = source_pickle_path(data_root, spec, subject)
     if not pkl.exists():
-        hint = "--dataset demo" if dataset == "demo" else f"--dataset {dataset} --subjects {subject}"
-        raise FileNotFoundError(f"Missing pickle {pkl}: run `python download_data.py {hint}` first.")
-    n_vertices = len(get_roi_set(roi_set))
+        raise FileNotFoundError(f"Missing pickle {pkl}: run `{download_command(spec, subject)}` first.")
+    pickle_vertices = get_roi_set(spec.pickle_roi_set)  # (V_pickle,) grayordinates
     data = load_pickle(pkl)
-    validate_pickle(data, spec, subject, n_vertices, str(pkl))
+    validate_pickle(data, spec, subject, len(pickle_vertices), str(pkl))  # its roi_indices_hcp follow the rule
+    columns = select_vertices(pickle_vertices, spec.pickle_roi_set, roi_set, str(pkl))  # (V,) or None = all
+    n_vertices = len(pickle_vertices) if columns is None else len(columns)
     blocks, trials = trial_table(data, spec)
-    nan_mask = np.concatenate([_nan_rows(data[key]) for key, _, _ in blocks])
+    nan_mask = np.concatenate([_nan_rows(data[key], columns) for key, _, _ in blocks])
     keep = ~nan_mask if nan_policy == "drop" else np.ones(len(trials), dtype=bool)
     kept = trials.select(keep)
 
@@ -261,7 +261,10 @@ def prepare_subject(
         for key, start, count in blocks:
             rows = _rows_2d(data[key])
             for lo in range(0, count, _CHUNK_ROWS):
-                chunk = np.asarray(rows[lo : lo + _CHUNK_ROWS], dtype=np.float32)
+                chunk = rows[lo : lo + _CHUNK_ROWS]  # (<=256, V_pickle)
+                if columns is not None:
+                    chunk = chunk[:, columns]  # (<=256, V)
+                chunk = np.asarray(chunk, dtype=np.float32)
                 chunk = chunk[keep[start + lo : start + lo + len(chunk)]]
                 if nan_policy == "zero":
                     chunk = np.nan_to_num(chunk, nan=0.0)
@@ -311,7 +314,7 @@ def finish_prepared(data_root: str | Path | None, dataset: str, subject: int, ro
     write_json(summary_path, summary)
 
 
-def load_prepared(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = "Group41") -> Prepared:
+def load_prepared(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = DEFAULT_ROI_SET) -> Prepared:
     """Memory-map a prepared subject; a missing or incomplete one names the command to run."""
     folder = find_subject_folder(data_root, dataset, subject)
     array_path, trials_path, summary_path = _paths(data_root, dataset, folder, roi_set)

@@ -1,15 +1,15 @@
-"""Torch-free assembly of regression inputs (X) and targets (Y), and their scores.
+"""Torch-free assembly of regression inputs (X) and targets (Y) (their scores: ``utils.scoring``).
 
 Inputs come per (dataset, subject): prepared fMRI (``utils.prepare.load_prepared``) or encoder
 embeddings ``embeddings/<run>/<ds>/subNN.npy`` whose rows follow the prepared trials table.
 Targets are ``target_vectors_<ds>/<target>/<stim>.npy``, flattened to one row per stimulus
 for regression (``unflatten`` restores the stored shape). Stimuli are keyed ``(dataset,
 stimulus)`` across datasets, so BMD ``0001`` and demo ``0001`` never mix.
+``RegressionSettings`` holds the stage's own defaults (the regressors' are in
+``models.regressors``).
 """
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +18,38 @@ import numpy as np
 
 from utils import layout
 from utils.datasets import check_subjects, find_subject_folder, get_spec, subject_folder
-from utils.metrics import n_way_identification, pearson_columns, pearson_rows, r2_columns
 from utils.prepare import Trials, load_prepared
+from utils.rois import DEFAULT_ROI_SET
+from utils.targets import load_targets
 
 INPUTS = ("betas", "embeddings")
-N_WAYS = (2, 5, 10, 50)
+TRAIN_REPEATS = ("average", "separate")
+TEST_AVERAGES = ("auto", "inputs", "predictions")
+
+
+@dataclass(frozen=True)
+class RegressionSettings:
+    """What regress.py regresses and how rows are formed; its flags read their defaults from here.
+
+    input: prepared fMRI ``betas`` or encoder ``embeddings``. targets: folders under
+    target_vectors_<ds>/. regressor: a name of ``models.regressors.REGRESSORS``.
+    train_repeats: training rows are stimuli (repeats ``average``d) or every trial
+    (``separate``). test_average: average test repeats before predicting (``inputs``) or the
+    per-trial predictions (``predictions``); ``auto`` = inputs when train_repeats is average.
+    """
+
+    input: str = "betas"
+    targets: tuple[str, ...] = ("z_zeroscope", "blip")
+    regressor: str = "ridge"
+    train_repeats: str = "average"
+    test_average: str = "auto"
+
+
+def resolve_test_average(test_average: str, train_repeats: str) -> str:
+    """``auto`` -> ``inputs`` when training rows average repeats, else ``predictions``; others pass through."""
+    if test_average != "auto":
+        return test_average
+    return "inputs" if train_repeats == "average" else "predictions"
 
 
 @dataclass
@@ -77,7 +104,7 @@ def embeddings_command(dataset: str, run: str) -> str:
 
 def load_subject(
     data_root: str | Path | None, dataset: str, subject: int, source: str = "betas",
-    embeddings_run: str | None = None, roi_set: str = "Group41",
+    embeddings_run: str | None = None, roi_set: str = DEFAULT_ROI_SET,
 ) -> tuple[np.ndarray, Trials]:
     """Features (n_trials, F) (memory-mapped) and the prepared trials table of one subject."""
     if source not in INPUTS:
@@ -129,7 +156,7 @@ def split_rows(
 
 def load_rows(
     data_root: str | Path | None, subjects: dict[str, list[int]], split: str, source: str, average: bool,
-    embeddings_run: str | None = None, limit: int | None = None, roi_set: str = "Group41",
+    embeddings_run: str | None = None, limit: int | None = None, roi_set: str = DEFAULT_ROI_SET,
 ) -> list[SubjectRows]:
     """``split_rows`` for every (dataset, subject); checks all share one feature count."""
     parts = []
@@ -166,46 +193,61 @@ def unflatten(row: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.asarray(row, dtype=np.float32).reshape(tuple(shape))
 
 
-# --------------------------------------------------------------------------- outputs and scores
-def chance_levels(n_ways: Sequence[int] = N_WAYS) -> dict[str, float]:
-    """Chance accuracy of each n-way identification: 1/n."""
-    return {f"{n}-way": 1.0 / n for n in n_ways}
+# --------------------------------------------------------------------------- training and test rows
+def drop_overlap(parts: Sequence[SubjectRows], overlap: set[tuple[str, str]]) -> list[SubjectRows]:
+    """Training parts without rows whose (dataset, stimulus) is in ``overlap``."""
+    kept = []
+    for part in parts:
+        mask = np.asarray([(part.dataset, s) not in overlap for s in part.stimuli], dtype=bool)
+        if mask.any():
+            kept.append(SubjectRows(part.dataset, part.subject, [s for s, m in zip(part.stimuli, mask, strict=True) if m], part.X[mask]))
+    if not kept:
+        raise ValueError("No training rows remain after dropping the test stimuli (--drop-overlap).")
+    return kept
 
 
-def score_predictions(pred: np.ndarray, true: np.ndarray, n_ways: Sequence[int] = N_WAYS, seed: int = 0) -> dict:
-    """Scores of predictions (S, D) against truths (S, D), both in target units.
-
-    mse; r2 (mean over features of per-feature R2); pearson_r (mean per-sample r);
-    feature_r (mean per-feature r across stimuli); identification: n-way top-1 accuracy
-    among the S test stimuli (None when n > S).
-    """
-    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
-    if pred.shape != true.shape:
-        raise ValueError(f"Predictions {pred.shape} and truths {true.shape} differ in shape.")
-    per_sample = pearson_rows(pred, true)
-    ident = {f"{n}-way": (n_way_identification(pred, true, n, seed=seed) if n <= len(pred) else None) for n in n_ways}
-    return {
-        "n_stimuli": len(pred),
-        "mse": float(((pred - true) ** 2).mean()),
-        "r2": float(r2_columns(pred, true).mean()),
-        "pearson_r": float(per_sample.mean()),
-        "feature_r": float(pearson_columns(pred, true).mean()),
-        "identification": ident,
-    }
+def check_one_dataset_per_stimulus(keys: Iterable[tuple[str, str]]) -> None:
+    """Test stimuli keyed (dataset, stimulus): one stimulus name may come from one dataset only
+    (predictions/<run>/<target>/<stim>.npy has no dataset level)."""
+    names: dict[str, str] = {}
+    for ds, s in sorted(keys):
+        if s in names and names[s] != ds:
+            raise ValueError(f"Stimulus {s!r} is in both {names[s]} and {ds}: test on one of these datasets per run.")
+        names[s] = ds
 
 
-def per_sample_rows(target: str, label: str, stimuli: Sequence[str], pred: np.ndarray, true: np.ndarray) -> list[list]:
-    """CSV rows (target, subject, stimulus, pearson_r, mse) for one set of predictions."""
-    r = pearson_rows(pred, true)
-    mse = ((np.asarray(pred, dtype=np.float64) - true) ** 2).mean(axis=1)
-    return [[target, label, s, f"{a:.6f}", f"{b:.6g}"] for s, a, b in zip(stimuli, r, mse, strict=True)]
+def training_targets(data_root: str | Path | None, target: str, keys: Sequence[tuple[str, str]]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Y (n_rows, D) for training rows keyed (dataset, stimulus), and the target's stored shape; each file is read once."""
+    unique = list(dict.fromkeys(keys))
+    blocks, shapes = {}, {}
+    for dataset in dict.fromkeys(ds for ds, _ in unique):
+        stimuli = [s for ds, s in unique if ds == dataset]
+        Y, shapes[dataset] = load_targets(data_root, dataset, target, stimuli)
+        blocks[dataset] = {s: Y[i] for i, s in enumerate(stimuli)}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"Target {target!r} has different shapes across training datasets: {shapes}.")
+    return np.stack([blocks[ds][s] for ds, s in keys]), next(iter(shapes.values()))
 
 
-def per_sample_csv(rows: Sequence[Sequence]) -> str:
-    """CSV text with header target,subject,stimulus,pearson_r,mse."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["target", "subject", "stimulus", "pearson_r", "mse"])
-    writer.writerows(rows)
-    return buffer.getvalue()
+def predict_part(model, part: SubjectRows, average_predictions: bool) -> tuple[list[str], np.ndarray]:
+    """Predictions (S, D) of a fitted regressor (``model.predict``) for one test subject,
+    averaged per stimulus when the rows are trials and ``average_predictions``."""
+    pred = model.predict(part.X)
+    if average_predictions:
+        return average_by_key(pred, part.stimuli)
+    return part.stimuli, pred
 
+
+def average_subject_predictions(results: dict[str, tuple[list[str], np.ndarray]], labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Mean prediction (S, D) of each stimulus over several subjects of one dataset (``results[label] = (stimuli, pred)``)."""
+    stimuli = [s for label in labels for s in results[label][0]]
+    values = np.concatenate([results[label][1] for label in labels])
+    return average_by_key(values, stimuli)
+
+
+def input_path(data_root: str | Path | None, part: SubjectRows, source: str, embeddings_run: str | None, roi_set: str) -> str:
+    """The file a subject's inputs came from (for the manifest)."""
+    folder = find_subject_folder(data_root, part.dataset, part.subject)
+    if source == "embeddings":
+        return str(layout.embeddings_path(data_root, embeddings_run, part.dataset, folder))
+    return str(layout.prepared_array_path(data_root, part.dataset, folder, roi_set))

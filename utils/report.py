@@ -1,7 +1,8 @@
-"""Presentation of evaluation results: markdown table, CSV, figures and the HTML report.
+"""Presentation of results: markdown table, CSV, figures and the HTML report.
 
-Everything here turns numbers that ``evaluate.py`` computed into files; nothing here
-computes a metric. The HTML report is one file: figures are embedded as PNG data URIs and,
+Everything here turns numbers that ``evaluate.py`` (and ``regress.py``, for its per-sample
+CSV) computed into files; nothing here computes a metric (``utils.scoring`` does).
+``write_evaluation`` writes every file of one evaluation run. The HTML report is one file: figures are embedded as PNG data URIs and,
 by default, every clip as a small mp4 data URI, so ``report.html`` can be mailed or moved
 alone (``embed=False`` links the media files relatively instead). The page marks every
 ``<video>`` and ``<img>`` with ``data-loaded="1"`` (or ``data-error``) once the browser has
@@ -13,14 +14,18 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from utils.io import atomic_path
+from utils import layout
+from utils.io import atomic_path, write_json, write_text
+from utils.video import write_mp4
 
 MIME = {".mp4": "video/mp4", ".gif": "image/gif", ".png": "image/png", ".webm": "video/webm"}
 
@@ -112,6 +117,27 @@ def write_per_sample_csv(path: str | Path, stimuli: Sequence[str], columns: dict
         writer.writerow(["stimulus", *extra, *columns])
         for i, stim in enumerate(stimuli):
             writer.writerow([stim, *(extra[k][i] for k in extra), *(repr(float(columns[k][i])) for k in columns)])
+
+
+REGRESSION_CSV_HEADER = ["target", "subject", "stimulus", "pearson_r", "mse"]
+
+
+def regression_csv(rows: Sequence[Sequence]) -> str:
+    """regress.py's ``per_sample.csv`` text: header target,subject,stimulus,pearson_r,mse, then ``rows``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(REGRESSION_CSV_HEADER)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def read_regression_csv(path: str | Path) -> list[list[str]]:
+    """Rows of an earlier regression ``per_sample.csv`` (without its header); [] when absent."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))[1:]
 
 
 # ---------------------------------------------------------------------------------- figures
@@ -329,3 +355,85 @@ def render_report(result: dict[str, Any], cards: Sequence[str], figures: dict[st
     )
 
 
+
+
+# ---------------------------------------------------------------------------------- one evaluation run
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the report shows; ``evaluate.py`` reads its flag defaults from here.
+
+    report_size: side in px of the clips of report.html. embed_media: embed clips and figures
+    in report.html (one self-contained file) instead of linking them. n_examples: clips of the
+    examples figure.
+    """
+
+    report_size: int = 128
+    embed_media: bool = True
+    n_examples: int = 4
+
+
+@dataclass
+class ClipMedia:
+    """One clip of the gallery: uint8 (T, s, s, 3) reconstruction and truth at the report size, played at ``fps``."""
+
+    stimulus: str
+    pred: np.ndarray
+    true: np.ndarray
+    fps: float
+
+
+@dataclass
+class RunEvaluation:
+    """Everything written for one evaluated run.
+
+    result: what goes to metrics.json; stimuli: the N clips; columns: per-clip metrics
+    ``{name: (N,)}``; text: per-clip caption columns ``{name: N strings}`` (``decoded_caption``
+    among them); humans: human captions per stimulus; media: the gallery clips.
+    """
+
+    result: dict[str, Any]
+    stimuli: list[str]
+    columns: dict[str, np.ndarray]
+    text: dict[str, list[str]]
+    humans: dict[str, list[str]]
+    media: list[ClipMedia]
+
+
+def write_evaluation(
+    out_dir: str | Path, evaluation: RunEvaluation, groups: dict[str, dict[str, tuple[float, float]]],
+    settings: ReportSettings, card_scores: Callable[[dict[str, np.ndarray], int], dict[str, float]],
+) -> Path:
+    """metrics.md, per_sample.csv, figures, media, report.html and, last, metrics.json of one run.
+
+    groups: the per-subject bars (``utils.scoring.subject_groups``); card_scores(columns, i):
+    the numbers shown on clip i's card. metrics.json is written last: its inputs fingerprint
+    marks the run complete for evaluate.py's resume check.
+    """
+    out_dir = Path(out_dir)
+    result, columns, text = evaluation.result, evaluation.columns, evaluation.text
+    write_text(layout.metrics_markdown_path(out_dir), metrics_markdown(result))
+    write_per_sample_csv(layout.per_sample_path(out_dir), evaluation.stimuli, columns, extra=text)
+
+    chance = {k: v["chance"] for k, v in result["metrics"].items()}
+    examples = [(m.stimulus, m.true, m.pred) for m in evaluation.media[: settings.n_examples]]
+    figures = {
+        "Per-clip distributions": plot_distributions(columns, chance, layout.figure_path(out_dir, "distributions")),
+        "Per subject (mean +- SEM)": plot_group_bars(groups, chance, layout.figure_path(out_dir, "per_subject")),
+        "Examples (truth above reconstruction)": plot_examples(examples, layout.figure_path(out_dir, "examples")),
+    }
+    figure_src = {k: png_data_uri(v) if settings.embed_media else media_src(v, out_dir, False) for k, v in figures.items()}
+
+    cards = []
+    for i, clip in enumerate(evaluation.media):
+        sources = {}
+        for kind, frames in (("gt", clip.true), ("recon", clip.pred)):
+            path = layout.media_path(out_dir, clip.stimulus, kind)
+            write_mp4(path, frames, clip.fps)
+            sources[kind] = media_src(path, out_dir, settings.embed_media)
+        decoded = text["decoded_caption"][i] or None
+        cards.append(clip_card(clip.stimulus, sources["gt"], sources["recon"], evaluation.humans.get(clip.stimulus, []), decoded, card_scores(columns, i)))
+    write_text(layout.report_path(out_dir), render_report(result, cards, figure_src))
+    write_json(layout.metrics_path(out_dir), result)
+    return out_dir

@@ -42,12 +42,13 @@ from scipy.ndimage import gaussian_filter1d
 
 from utils import layout
 from utils.cli import nonnegative_float, positive_int
-from utils.datasets import DEMO, annotations_path, numbered_stimulus, stimulus_path, subject_folder
+from utils.datasets import DEMO, numbered_stimulus, stimulus_path, subject_folder
 from utils.io import atomic_path, read_json, write_json, write_text
-from utils.rois import GROUP41, get_roi_set, roi_indices
+from utils.rois import get_roi_set, parse_roi_set, roi_indices
 from utils.video import write_mp4
 
-ROI_SET = "Group41"
+# The demo pickles hold the vertices of this ROI set, as the published pickles do (Group41).
+ROI_SET = DEMO.pickle_roi_set
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = {
@@ -264,9 +265,9 @@ def standardise_features(raw: np.ndarray, groups: list[str], train: np.ndarray) 
 
 
 def roi_slices() -> list[tuple[str, slice]]:
-    """(ROI name, slice of the Group41 vertex vector) for the 41 ROIs, in order."""
+    """(ROI name, slice of the ``ROI_SET`` vertex vector) for its ROIs, in order (Group41: 41 ROIs)."""
     out, start = [], 0
-    for name in GROUP41:
+    for name in parse_roi_set(ROI_SET):
         n = roi_indices([name]).size
         out.append((name, slice(start, start + n)))
         start += n
@@ -436,8 +437,7 @@ def make_demo(
         "seed": seed, "n_subjects": n_subjects, "n_train": n_train, "n_test": n_test,
         "size": size, "n_frames": n_frames, "fps": fps, "snr": snr,
     }
-    meta_dir = layout.metadata_dir(data_root, DEMO.name)
-    config_path = meta_dir / "demo_config.json"
+    config_path = layout.demo_config_path(data_root, DEMO.name)
     previous = read_json(config_path)
     if previous is not None and previous != config and not overwrite:
         raise ValueError(
@@ -451,9 +451,9 @@ def make_demo(
     names = [numbered_stimulus(i + 1) for i in range(n_total)]
     splits = ["train"] * n_train + ["test"] * n_test
     video_paths = [stimulus_path(data_root, DEMO, name) for name in names]
-    notes_path = annotations_path(data_root, DEMO.name)
-    model_path = meta_dir / "encoding_model.npz"
-    readme_path = meta_dir / "README.txt"
+    notes_path = layout.annotations_path(data_root, DEMO.name)
+    model_path = layout.encoding_model_path(data_root, DEMO.name)
+    readme_path = layout.demo_readme_path(data_root, DEMO.name)
     pickles = [layout.pickle_path(data_root, DEMO.name, subject_folder(s), ROI_SET, DEMO.suffix) for s in range(1, n_subjects + 1)]
     removed = _remove_stale(data_root, names, n_subjects) if overwrite else []
     complete = not overwrite and all(p.exists() for p in [*video_paths, notes_path, model_path, readme_path, *pickles])
