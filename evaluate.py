@@ -182,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     check_args(parser, args)
     seed_everything(args.seed)
     settings = evaluation_settings(args)
-    report_settings = ReportSettings(report_size=args.report_size, embed_media=args.embed_media)
+    report_settings = ReportSettings(
+        report_size=args.report_size, embed_media=args.embed_media, random_models=zoo.has_random_weights(args.preset)
+    )
     runs = args.reconstructions or evaluation_data.find_runs(args.data_root)
     if not runs:
         raise FileNotFoundError(f"No reconstruction runs under {layout.reconstructions_root(args.data_root)}: run reconstruct_zeroscope.py first.")

@@ -76,6 +76,7 @@ def bench_tiny(n_demo: int, samples: Path | None, batch_size: int) -> None:
 
     import extract_targets_blip
     import extract_targets_zeroscope
+    from models import zoo
     from utils import layout
     from utils.synthetic import make_demo
 
@@ -85,23 +86,23 @@ def bench_tiny(n_demo: int, samples: Path | None, batch_size: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         demo = Path(tmp) / "demo"
         make_demo(demo, n_subjects=1, n_train=n_demo - max(2, n_demo // 6), n_test=max(2, n_demo // 6), size=64, n_frames=24)
-        runs = [("demo 64px", demo, "demo", [])]
+        runs = [("demo 64px", demo, "demo", [], zoo.ZEROSCOPE_FRAME_SIZE["tiny"])]
         if samples is not None and (samples / "mp4").is_dir():
             bmd = Path(tmp) / "bmd"
             (bmd / "stimuli_bmd").mkdir(parents=True)
             shutil.copytree(samples / "mp4", bmd / "stimuli_bmd" / "mp4")
             (bmd / "metadata_bmd").mkdir()
             shutil.copy(samples / "annotations.json", bmd / "metadata_bmd" / "annotations.json")
-            runs.append(("BMD samples", bmd, "bmd", ["--stimuli", *sorted(p.stem for p in (samples / "mp4").glob("*.mp4"))]))
-        for label, root, dataset, extra in runs:
+            stimuli = sorted(p.stem for p in (samples / "mp4").glob("*.mp4"))
+            runs.append(("BMD samples", bmd, "bmd", ["--stimuli", *stimuli], zoo.ZEROSCOPE_FRAME_SIZE["default"]))
+        for label, root, dataset, extra, size in runs:
             common = ["--data-root", str(root), "--dataset", dataset, "--preset", "tiny", "--no-progress", "--batch-size", str(batch_size), *extra]
             jobs = [
-                ("zeroscope (268 px)" if dataset == "bmd" else "zeroscope (64 px)", extract_targets_zeroscope.main,
-                 common + (["--size", "268"] if dataset == "bmd" else []), layout.targets_dir(root, dataset, "z_zeroscope")),
+                (f"zeroscope ({size} px)", extract_targets_zeroscope.main, common + ["--size", str(size)], layout.targets_dir(root, dataset, "z_zeroscope")),
                 ("blip+captions+clip", extract_targets_blip.main, common + ["--caption-beams", "3"], layout.targets_dir(root, dataset, "blip")),
             ]
             for name, main, args, out_dir in jobs:
-                c = run_script(main, args, out_dir / "manifest.json")
+                c = run_script(main, args, layout.manifest_path(out_dir))
                 rate = c["written"] / c["wall_s"] if c["wall_s"] else float("nan")
                 print(f"| {label} | {name} | {c['written']} | {rate:.2f} | {c['decode_s']:.2f} | {c['wait_s']:.2f} | {c['model_s']:.2f} | {c['wall_s']:.2f} |")
 

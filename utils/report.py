@@ -64,12 +64,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def metrics_markdown(result: dict[str, Any]) -> str:
-    """``metrics.md``: title, the synthetic-data note, the summary table and regression numbers."""
+def metrics_markdown(result: dict[str, Any], random_models: bool = False) -> str:
+    """``metrics.md``: title, the synthetic-data (and random-models) note, the summary table and regression numbers."""
     parts = [f"# Evaluation of `{result['run']}` ({result['dataset']}, {result['n_clips']} clips)\n"]
     if result.get("synthetic"):
         parts.append(f"> {SYNTHETIC_NOTE}\n")
-    if result.get("preset") == "tiny":
+    if random_models:
         parts.append(f"> {TINY_NOTE}\n")
     parts.append(markdown_table(SUMMARY_HEADER, summary_rows(result["metrics"])))
     if result.get("skipped"):
@@ -320,16 +320,17 @@ def clip_card(stimulus: str, true_src: str, pred_src: str, human: Sequence[str],
     )
 
 
-def render_report(result: dict[str, Any], cards: Sequence[str], figures: dict[str, str]) -> str:
+def render_report(result: dict[str, Any], cards: Sequence[str], figures: dict[str, str], random_models: bool = False) -> str:
     """The whole ``report.html`` text.
 
-    result: what goes to metrics.json; cards: from ``clip_card``; figures: ``{title: src}``.
+    result: what goes to metrics.json; cards: from ``clip_card``; figures: ``{title: src}``;
+    random_models: add the note that the models' scores measure nothing.
     """
     title = f"brain2video evaluation: {result['run']} ({result['dataset']})"
     notes = []
     if result.get("synthetic"):
         notes.append(f'<div class="note" id="synthetic-note">{html.escape(SYNTHETIC_NOTE)}</div>')
-    if result.get("preset") == "tiny":
+    if random_models:
         notes.append(f'<div class="note">{html.escape(TINY_NOTE)}</div>')
     skipped = ""
     if result.get("skipped"):
@@ -366,12 +367,14 @@ class ReportSettings:
 
     report_size: side in px of the clips of report.html. embed_media: embed clips and figures
     in report.html (one self-contained file) instead of linking them. n_examples: clips of the
-    examples figure.
+    examples figure. random_models: the preset's models have random weights
+    (``models.zoo.has_random_weights``): the report says their scores measure nothing.
     """
 
     report_size: int = 128
     embed_media: bool = True
     n_examples: int = 4
+    random_models: bool = False
 
 
 @dataclass
@@ -413,7 +416,7 @@ def write_evaluation(
     """
     out_dir = Path(out_dir)
     result, columns, text = evaluation.result, evaluation.columns, evaluation.text
-    write_text(layout.metrics_markdown_path(out_dir), metrics_markdown(result))
+    write_text(layout.metrics_markdown_path(out_dir), metrics_markdown(result, settings.random_models))
     write_per_sample_csv(layout.per_sample_path(out_dir), evaluation.stimuli, columns, extra=text)
 
     chance = {k: v["chance"] for k, v in result["metrics"].items()}
@@ -434,6 +437,6 @@ def write_evaluation(
             sources[kind] = media_src(path, out_dir, settings.embed_media)
         decoded = text["decoded_caption"][i] or None
         cards.append(clip_card(clip.stimulus, sources["gt"], sources["recon"], evaluation.humans.get(clip.stimulus, []), decoded, card_scores(columns, i)))
-    write_text(layout.report_path(out_dir), render_report(result, cards, figure_src))
+    write_text(layout.report_path(out_dir), render_report(result, cards, figure_src, settings.random_models))
     write_json(layout.metrics_path(out_dir), result)
     return out_dir
