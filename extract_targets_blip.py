@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(**defaults_from(targets.BlipTargetSettings))
     parser.add_argument("--subset", default="all", choices=targets.SUBSETS, help="stimuli to process (default: %(default)s)")
     parser.add_argument("--stimuli", nargs="+", default=None, metavar="STIM", help="process only these stimuli (default: every stimulus of --subset)")
-    parser.add_argument("--image-size", type=positive_int, help=f"BLIP input size (default: {zoo.BLIP_IMAGE_SIZE} by preset)")
+    parser.add_argument("--image-size", type=positive_int, help=f"BLIP input size (default by preset: {zoo.describe_sizes(zoo.BLIP_IMAGE_SIZE)})")
     parser.add_argument("--blip-normalize", action=argparse.BooleanOptionalAction, help="apply BLIP's mean/std normalisation after scaling to [0, 1] (default: %(default)s)")
     parser.add_argument("--captions", action=argparse.BooleanOptionalAction, help="caption every video with BLIP into captions.json (default: %(default)s)")
     parser.add_argument("--clip", action=argparse.BooleanOptionalAction, help="also write the CLIP image (and caption text) embeddings (default: %(default)s)")

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(**defaults_from(targets.ZeroscopeTargetSettings))
     parser.add_argument("--subset", default="all", choices=targets.SUBSETS, help="stimuli to process (default: %(default)s)")
     parser.add_argument("--stimuli", nargs="+", default=None, metavar="STIM", help="process only these stimuli (default: every stimulus of --subset)")
-    parser.add_argument("--size", type=positive_int, help=f"square frame size before encoding (default: {zoo.ZEROSCOPE_FRAME_SIZE} by preset)")
+    parser.add_argument("--size", type=positive_int, help=f"square frame size before encoding (default by preset: {zoo.describe_sizes(zoo.ZEROSCOPE_FRAME_SIZE)})")
     parser.add_argument("--latent", choices=targets.LATENT_MODES, help="posterior mean, or a sample seeded per stimulus as the original (default: %(default)s)")
     parser.add_argument("--frames-per-forward", type=positive_int, help="frames per VAE encoder call, bounds memory (default: %(default)s)")
     parser.add_argument("--workers", type=nonnegative_int, help="video decoding threads; 0 decodes in the main thread (default: %(default)s)")

@@ -39,7 +39,7 @@ from models import contrastive, training, zoo
 from models.mbm import MaskedBrainModel, load_mbm, resolve_mbm_run
 from utils import brain_data, layout
 from utils.cli import common_parser, fraction, nonnegative_float, parse_args, positive_int, resolve_device
-from utils.io import is_complete_npy, write_manifest
+from utils.io import is_complete_npy, read_json, write_manifest
 
 STAGE = "contrastive"
 DEFAULTS = training.TrainSettings(epochs=30, lr=1e-3, warmup_epochs=2.0, betas=(0.9, 0.98))
@@ -206,12 +206,20 @@ def export(args, run: str, ckpt_dir: Path) -> dict:
     return {"test_mean": summary, "metrics": metrics, "written": written, "skipped": skipped}
 
 
+def already_trained(ckpt_dir: Path) -> bool:
+    """Complete by its training state, or trained before runs kept one (best weights beside this stage's manifest)."""
+    if training.run_status(ckpt_dir) != "absent":
+        return training.run_status(ckpt_dir) == "complete"
+    manifest = read_json(layout.manifest_path(ckpt_dir), default={}) or {}
+    return manifest.get("stage") == "finetune_contrastive" and layout.weights_path(ckpt_dir, "best").exists()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Fine-tune an MBM encoder against CLIP targets, then export embeddings for every trial; 0 on success."""
     args = parse_args(build_parser(), argv)
     run = args.run or args.preset
     ckpt_dir = layout.checkpoint_dir(args.data_root, STAGE, run)
-    if training.run_status(ckpt_dir) == "complete" and not (args.resume or args.overwrite):
+    if already_trained(ckpt_dir) and not (args.resume or args.overwrite):
         print(f"{ckpt_dir} is already trained; exporting what is missing (pass --overwrite to train again).")
     elif not train(args, run, ckpt_dir):
         return 0  # stopped early (--stop-after-steps): export after the --resume

@@ -262,10 +262,10 @@ def run_target(
             subjects_metrics[part.label] = scoring.score_predictions(pred, truth, seed=args.seed)
             rows += scoring.per_sample_rows(target, part.label, stimuli, pred, truth)
             if len(test) > 1:  # each subject's own predictions beside their mean
-                out_dir = layout.subject_predictions_dir(args.data_root, run, target, dataset, subject_folder(part.subject))
                 for s, row in zip(stimuli, pred, strict=True):
-                    save_npy(out_dir / f"{s}.npy", unflatten(row, shape))
-                    files.append(str((out_dir / f"{s}.npy").relative_to(root)))
+                    path = layout.subject_prediction_path(args.data_root, run, target, dataset, subject_folder(part.subject), s)
+                    save_npy(path, unflatten(row, shape))
+                    files.append(str(path.relative_to(root)))
         stimuli, pred = average_subject_predictions(results, labels)
         truth, _ = load_targets(args.data_root, dataset, target, stimuli)
         datasets_metrics[dataset] = {

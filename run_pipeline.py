@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = common_parser(__doc__, presets=zoo.PRESETS, roi_set=True)
     parser.set_defaults(**dict.fromkeys(PASS_THROUGH, None), preset=None)
+    for action in parser._actions:
+        if action.dest in PASS_THROUGH and action.help:
+            action.help = action.help.split(" (default:")[0] + " (default: each stage's own)"
+        elif action.dest == "preset":
+            action.help = "model preset for every stage that loads models (default: tiny on synthetic data, default = the real models otherwise)"
     parser.add_argument("--run", default=None, help="run name (default: <dataset>_<preset>[_<subjects>])")
     parser.add_argument("--stages", nargs="+", default=None, choices=STAGES, metavar="STAGE", help=f"run only these stages, in pipeline order; any of {list(STAGES)}")
     parser.add_argument("--from-stage", default=None, choices=STAGES, help="start at this stage (default: the first)")

@@ -6,10 +6,10 @@ decoded frames (``utils.video.sample_frames``), so variable frame rates never ma
 - ``z_zeroscope`` (:func:`vae_latents`): frames resized (squashed) to ``size`` x ``size``
   (268 for the real preset), scaled to [-1, 1], VAE-encoded, times
   ``vae.config.scaling_factor`` -> float32 (15, 4, size/8, size/8), (15, 4, 33, 33) at 268.
-  The original pipeline took ``latent_dist.sample()`` (unseeded); here ``mode="sample"``
-  (the default) draws the posterior noise from a generator seeded per stimulus
-  (:func:`utils.seeds.stimulus_seed`), so results do not depend on batching or order and a rerun gives the
-  same numbers; ``mode="mean"`` takes the posterior mean instead.
+  ``mode="mean"`` (the default, ``ZeroscopeTargetSettings.latent``) takes the posterior mean.
+  The original pipeline took ``latent_dist.sample()`` (unseeded); here ``mode="sample"`` draws
+  the posterior noise from a generator seeded per stimulus (:func:`utils.seeds.stimulus_seed`),
+  so results do not depend on batching or order and a rerun gives the same numbers.
 - ``blip`` (:func:`blip_embeddings`): frames resized (squashed) to the BLIP size (240 real),
   in [0, 1], then BLIP's normalisation (mean/std of CLIP), through the BLIP vision encoder
   with position embeddings interpolated; last hidden state averaged over the 15 frames ->

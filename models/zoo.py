@@ -214,6 +214,12 @@ def model_source(preset: str, model_path: str | Path | None, default_id: str) ->
     return default_id if preset == "default" else "tiny"
 
 
+def describe_sizes(sizes: dict[str, int]) -> str:
+    """``{"default": 268, "tiny": 64}`` -> ``"268 for --preset default, 64 for tiny"`` (for --help)."""
+    parts = [f"{size} for {'--preset ' if i == 0 else ''}{preset}" for i, (preset, size) in enumerate(sizes.items())]
+    return ", ".join(parts)
+
+
 def has_random_weights(preset: str) -> bool:
     """True for presets whose models have random weights: their classifier, CLIP and caption scores measure nothing."""
     check_preset(preset)

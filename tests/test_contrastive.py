@@ -155,3 +155,16 @@ def test_resume_matches_an_uninterrupted_run(demo_root, capsys):
     assert rows == [line.split(",")[:-2] for line in (split_dir / "log.csv").read_text().splitlines()] and len(rows) == 4
     emb = [np.load(layout.embeddings_path(demo_root, run, "demo", "sub01")) for run in ("whole", "split")]
     assert np.array_equal(*emb)
+
+
+def test_runs_trained_before_train_state_existed_count_as_trained(tmp_path):
+    import finetune_contrastive
+    from utils import layout
+    from utils.io import write_json
+
+    run_dir = tmp_path / "old_run"
+    run_dir.mkdir()
+    layout.weights_path(run_dir, "best").write_bytes(b"weights")
+    assert not finetune_contrastive.already_trained(run_dir)  # weights without this stage's manifest
+    write_json(layout.manifest_path(run_dir), {"stage": "finetune_contrastive"})
+    assert finetune_contrastive.already_trained(run_dir)

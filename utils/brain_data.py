@@ -25,6 +25,7 @@ import numpy as np
 
 from utils.datasets import check_subjects, find_subject_folder, get_spec
 from utils.prepare import Prepared, load_prepared
+from utils.rois import DEFAULT_ROI_SET
 from utils.targets import load_targets
 
 PAD_MODES = ("wrap", "zero")
@@ -139,7 +140,7 @@ def load_sources(
     patch_size: int,
     norm: str = "global",
     pad: str = "wrap",
-    roi_set: str = "Group41",
+    roi_set: str = DEFAULT_ROI_SET,
 ) -> list[Source]:
     """Every prepared subject of ``datasets`` (``subjects`` applies to each), stats from train rows.
 

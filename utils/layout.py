@@ -180,6 +180,11 @@ def subject_predictions_dir(data_root: str | Path | None, run: str, target: str,
     return predictions_dir(data_root, run, target) / BY_SUBJECT / dataset / subject_folder
 
 
+def subject_prediction_path(data_root: str | Path | None, run: str, target: str, dataset: str, subject_folder: str, stimulus: str) -> Path:
+    """``predictions/<run>/<target>/by_subject/<ds>/subNN/<stim>.npy``: one test subject's prediction."""
+    return subject_predictions_dir(data_root, run, target, dataset, subject_folder) / f"{stimulus}.npy"
+
+
 def reconstructions_dir(data_root: str | Path | None, run: str) -> Path:
     """``reconstructions/<run>/`` with ``mp4/``, ``gif/`` and ``captions.json``."""
     return root(data_root) / "reconstructions" / run
