@@ -110,7 +110,7 @@ def test_row_stimuli_checks_order_length():
 
 def test_dataset_rules_are_spec_fields():
     assert [s.name for s in ds.DATASETS.values() if s.has_annotations] == ["bmd", "demo"]
-    assert [s.name for s in ds.DATASETS.values() if s.synthetic] == ["demo"] and ds.is_synthetic("demo")
+    assert [s.name for s in ds.DATASETS.values() if s.synthetic] == ["demo"]
     assert ds.has_annotations("bmd") and not ds.has_annotations("had")
     assert ds.download_command(ds.BMD, 4) == "python download_data.py --dataset bmd --subjects 4"
     assert ds.download_command(ds.DEMO, 4) == "python download_data.py --dataset demo"

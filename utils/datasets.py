@@ -436,11 +436,6 @@ def get_spec(name: str) -> DatasetSpec:
         raise ValueError(f"Unknown dataset={name!r}. Known datasets: {sorted(DATASETS)}.") from None
 
 
-def is_synthetic(dataset: str) -> bool:
-    """True for a dataset made offline by ``utils.synthetic`` (the demo): its results say nothing about brains."""
-    return get_spec(dataset).synthetic
-
-
 def has_annotations(dataset: str) -> bool:
     """True for a dataset with BMD-format annotations (human captions, labels, split)."""
     return get_spec(dataset).has_annotations
