@@ -208,8 +208,9 @@ def export(args, run: str, ckpt_dir: Path) -> dict:
 
 def already_trained(ckpt_dir: Path) -> bool:
     """Complete by its training state, or trained before runs kept one (best weights beside this stage's manifest)."""
-    if training.run_status(ckpt_dir) != "absent":
-        return training.run_status(ckpt_dir) == "complete"
+    status = training.run_status(ckpt_dir)
+    if status != "absent":
+        return status == "complete"
     manifest = read_json(layout.manifest_path(ckpt_dir), default={}) or {}
     return manifest.get("stage") == "finetune_contrastive" and layout.weights_path(ckpt_dir, "best").exists()
 

@@ -277,15 +277,19 @@ class Progress:
         return cls(**{f.name: state[f.name] for f in fields(cls)})
 
 
-def read_train_state(run_dir: str | Path) -> dict[str, Any] | None:
-    """The loaded ``train_state.pt`` of a run folder (None when there is none)."""
+def read_train_state(run_dir: str | Path, mmap: bool = False) -> dict[str, Any] | None:
+    """The loaded ``train_state.pt`` of a run folder (None when there is none).
+
+    mmap=True maps the tensors (the optimizer state) instead of reading them: cheap when only
+    the progress fields are wanted.
+    """
     path = layout.train_state_path(run_dir)
-    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap) if path.exists() else None
 
 
 def run_status(run_dir: str | Path) -> str:
     """``absent`` (no training state), ``interrupted`` (a state to ``--resume``) or ``complete``."""
-    state = read_train_state(run_dir)
+    state = read_train_state(run_dir, mmap=True)
     if state is None:
         return "absent"
     return "complete" if state.get("complete", False) else "interrupted"
