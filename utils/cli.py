@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,14 +185,29 @@ def config_argv(parser: argparse.ArgumentParser, path: str | Path) -> list[str]:
     return tokens
 
 
-def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv`` (default ``sys.argv[1:]``) with the ``--config`` YAML applied first."""
+def parse_args(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+    bundle: tuple[str, Callable[[str], dict[str, Any]]] | None = None,
+) -> argparse.Namespace:
+    """Parse ``argv`` (default ``sys.argv[1:]``) with the ``--config`` YAML applied first.
+
+    bundle: ``(dest, defaults_of)`` for a flag that switches the defaults of other flags (e.g.
+    ``("recipe", lambda name: get_recipe(name).flags())``): after a first parse, the defaults
+    of the named flags become ``defaults_of(args.<dest>)``; flags given explicitly still win.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     prefix = config_argv(parser, known.config) if known.config else []
-    return parser.parse_args(prefix + argv)
+    args = parser.parse_args(prefix + argv)
+    if bundle is not None:
+        dest, defaults_of = bundle
+        dests = {action.dest for action in parser._actions}
+        parser.set_defaults(**{k: v for k, v in defaults_of(getattr(args, dest)).items() if k in dests})
+        args = parser.parse_args(prefix + argv)
+    return args
 
 
 # ----------------------------------------------------------------------------- devices

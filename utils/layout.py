@@ -279,3 +279,13 @@ def figure_path(out_dir: str | Path, name: str) -> Path:
 def rng_state_paths(directory: str | Path) -> list[Path]:
     """Every ``<dir>/rng_state_<rank>.pt`` present (one per process of the last save), sorted."""
     return sorted(Path(directory).glob("rng_state_*.pt"))
+
+
+def settings_path(directory: str | Path) -> Path:
+    """``<dir>/settings.json``: the settings that determined a folder's outputs (``utils.provenance``)."""
+    return Path(directory) / "settings.json"
+
+
+def reconstruction_frames_path(out_dir: str | Path, stimulus: str) -> Path:
+    """``<reconstruction dir>/frames/<stim>.npy``: the clip's frames, lossless uint8 (F, H, W, 3); evaluation reads these."""
+    return Path(out_dir) / "frames" / f"{stimulus}.npy"
