@@ -1,12 +1,16 @@
-"""Stage 5: evaluate reconstructed videos against the watched ones; tables, figures, HTML report.
+r"""Stage 5: evaluate reconstructed videos against the watched ones; tables, figures, HTML report.
 
 Reads, under --data-root:
-    reconstructions/<run>/mp4/<stim>.mp4      reconstructed clips (reconstruct_zeroscope.py)
+    reconstructions/<run>/frames/<stim>.npy   lossless reconstructed frames, when present (reconstruct_zeroscope.py)
+    reconstructions/<run>/mp4/<stim>.mp4      reconstructed clips, read where the lossless frames are absent
     reconstructions/<run>/captions.json       decoded captions, if any
     stimuli_<ds>/...                          ground-truth videos (utils.datasets.stimulus_path)
     metadata_<ds>/annotations.json            human captions (BMD and demo)
     predictions/<run>/metrics.json            regression metrics (regress.py), if present
-Writes evaluation/<run>/:
+or, with --videos DIR, any folder of videos: .mp4/.gif files or folders of PNG/JPG frames, one per
+clip, names mapped to stimuli by --name-pattern (and --name-format); MinD-Video's side-by-side
+gifs (ground truth left, reconstruction right) are split automatically.
+Writes evaluation/<run>/ (with --videos: evaluation/<method>/):
     metrics.json      per-metric mean, SEM, n, chance or mismatched baseline; regression numbers
     metrics.md        the same as a markdown table
     per_sample.csv    one row per clip
@@ -15,9 +19,11 @@ Writes evaluation/<run>/:
     media/            the clips of the gallery (mp4 at --report-size)
     manifest.json
 
-Metrics (utils.metrics; the protocol of MinD-Video and later papers): per-frame SSIM and
-PSNR at a common size; n-way top-1 semantic classification (2-way and 50-way, 100 seeded
-trials) with an image classifier (ViT) on frames and a video classifier (VideoMAE) on clips;
+Metrics (utils.metrics): per-frame SSIM under two conventions (``ssim``: MindEye's, grayscale
+Gaussian window; ``ssim_mindvideo``: MinD-Video's, RGB 7x7 uniform window) and PSNR at a
+common size; n-way top-1 semantic classification (2-way and 50-way, 100 seeded trials; the
+ground truth's top-3 classes as in MinD-Video, --gt-top-k 1 for MinD-Vis's top-1) with an
+image classifier (ViT) on frames and a video classifier (VideoMAE) on clips;
 CLIP similarity of matching frames and 2-way identification among clips; the spatiotemporal
 (ST) score; caption BLEU-4, CLIP text similarity and 2-way retrieval of the human captions.
 Pixel and CLIP similarities also get a mismatched baseline (each reconstruction against the
@@ -25,17 +31,27 @@ ground truth of another clip). A rerun on the same inputs reproduces every numbe
 the work unless --overwrite. A YAML ``--config`` sets any flag by its name (``n_ways: [2, 50]``);
 flags given on the command line win.
 
+Protocols (--protocol, utils.scoring.PROTOCOLS) switch the defaults of --n-frames, --eval-size,
+--ssim, --n-trials, --n-ways, --gt-top-k, --video-frames and --clip-model at once; a flag given
+explicitly wins. ``brainnetflix`` (default): today's settings; ``mindvideo``: MinD-Video's code
+(6 frames at 256 px, its SSIM first, top-3, VideoMAE fed 6 frames, CLIP ViT-B/32 named);
+``mindeye``: MindEye's SSIM only. metrics.json and report.html carry the protocol card.
+
 Examples:
     python evaluate.py --dataset demo --preset tiny --reconstructions demo_sub01
     python evaluate.py --dataset bmd --reconstructions bmd_sub01 --device cuda
     python evaluate.py --dataset bmd --reconstructions bmd_sub01 bmd_sub02 --no-embed-media
     python evaluate.py --config configs/evaluate.yaml --reconstructions bmd_sub01
+    python evaluate.py --dataset bmd --reconstructions bmd_sub01 --protocol mindvideo
+    python evaluate.py --dataset bmd --videos released/mindvideo_gifs --name-pattern 'test(?P<stim>\d+)\.gif' \
+        --name-format '{:04d}' --method MinD-Video --protocol mindvideo
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from models import zoo
@@ -44,7 +60,7 @@ from utils.cli import common_parser, parse_args, positive_int, resolve_device, r
 from utils.datasets import get_spec, stimulus_path
 from utils.io import write_manifest
 from utils.report import ClipMedia, ReportSettings, RunEvaluation
-from utils.scoring import EvaluationSettings, RunScores
+from utils.scoring import DEFAULT_PROTOCOL, PROTOCOLS, SSIM_KEYS, EvaluationSettings, RunScores, get_protocol
 from utils.seeds import seed_everything
 from utils.video import resize_frames
 
@@ -57,6 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reconstructions", nargs="+", default=None, metavar="RUN",
         help="reconstruction runs to evaluate (folders under reconstructions/); default: every run found",
+    )
+    parser.add_argument(
+        "--protocol", default=DEFAULT_PROTOCOL, choices=sorted(PROTOCOLS),
+        help="published evaluation protocol whose settings become the defaults of the flags below; flags given explicitly win "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--videos", default=None, metavar="DIR",
+        help="score this folder of videos (.mp4/.gif files or PNG/JPG frame folders, one per clip) instead of reconstruction runs",
+    )
+    parser.add_argument(
+        "--name-pattern", default=evaluation_data.DEFAULT_NAME_PATTERN, metavar="REGEX",
+        help="with --videos: regex (full match) with a named group 'stim' mapping an entry name to its stimulus, e.g. "
+        "'test(?P<stim>\\d+)\\.gif' (default: the name without .mp4/.gif)",
+    )
+    parser.add_argument(
+        "--name-format", default=None, metavar="FORMAT",
+        help="with --videos: format applied to the 'stim' group before the dataset's name check, digits as an integer, "
+        "e.g. '{:04d}' for BMD's 4-digit names (default: none)",
+    )
+    parser.add_argument(
+        "--method", default=None,
+        help="with --videos: name of the method whose videos these are (metrics.json, the report, evaluation/<method>/; "
+        "default: the folder's name)",
     )
     parser.add_argument(
         "--predictions-run", default=None,
@@ -72,7 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--color-ssim", action="store_true", default=EvaluationSettings.color_ssim,
-        help="SSIM per RGB channel (averaged) instead of on grayscale",
+        help="MindEye's SSIM per RGB channel (averaged) instead of on grayscale",
+    )
+    parser.add_argument(
+        "--ssim", nargs="+", default=list(EvaluationSettings.ssim), choices=sorted(SSIM_KEYS),
+        help="SSIM conventions to report, the first is the headline: mindeye (key ssim: grayscale, Gaussian window) and "
+        "mindvideo (key ssim_mindvideo: RGB, 7x7 uniform window, sample covariance) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--video-frames", type=int, default=EvaluationSettings.video_frames,
+        help="frames fed to the video classifier; 0 = its own config.num_frames (MinD-Video feeds 6) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--clip-model", default=EvaluationSettings.clip_model,
+        help="CLIP model the protocol names, recorded in the protocol card; the preset's CLIP (or --clip-path) is what is loaded "
+        "(default: the preset's)",
     )
     parser.add_argument(
         "--n-trials", type=positive_int, default=EvaluationSettings.n_trials, help="trials per clip of the n-way tests (default: %(default)s)",
@@ -82,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--gt-top-k", type=positive_int, default=EvaluationSettings.gt_top_k,
-        help="classes of the ground truth (its top-k by the classifier); 3 = the issue's protocol, 1 = MinD-Video; "
+        help="classes of the ground truth (its top-k by the classifier); 3 = MinD-Video, 1 = MinD-Vis; "
         "chance is k / (k + n - 1) (default: %(default)s)",
     )
     parser.add_argument(
@@ -110,14 +164,32 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--eval-size={args.eval_size} is smaller than the 11 px SSIM window.")
     if any(n < 2 for n in args.n_ways):
         parser.error(f"--n-ways must all be >= 2, got {args.n_ways}.")
+    if args.video_frames < 0:
+        parser.error(f"--video-frames must be >= 0, got {args.video_frames}.")
+    if args.videos is not None and args.reconstructions:
+        parser.error("--videos and --reconstructions are exclusive: score either a folder of videos or reconstruction runs.")
 
 
 def evaluation_settings(args: argparse.Namespace) -> EvaluationSettings:
     """The scoring settings from the parsed flags."""
     return EvaluationSettings(
         seed=args.seed, batch_size=args.batch_size, n_frames=args.n_frames, eval_size=args.eval_size, color_ssim=args.color_ssim,
-        n_trials=args.n_trials, n_ways=tuple(args.n_ways), gt_top_k=args.gt_top_k, semantic=args.semantic,
+        ssim=tuple(dict.fromkeys(args.ssim)), n_trials=args.n_trials, n_ways=tuple(args.n_ways), gt_top_k=args.gt_top_k,
+        video_frames=args.video_frames, clip_model=args.clip_model, semantic=args.semantic,
     )
+
+
+def run_name(args: argparse.Namespace) -> str:
+    """The name of the evaluation of --videos: --method, else the folder's name."""
+    return args.method or Path(args.videos).resolve().name
+
+
+def find_clips(args: argparse.Namespace, run: str) -> list[tuple[str, Path]]:
+    """(stimulus, path) of the clips of a reconstruction run, or of the --videos folder."""
+    if args.videos is None:
+        return evaluation_data.find_clips(args.data_root, run)[: args.limit]
+    spec = get_spec(args.dataset)
+    return evaluation_data.find_folder_clips(args.videos, args.name_pattern, args.name_format, spec.canonical)[: args.limit]
 
 
 def load_models(args: argparse.Namespace, device: str, dtype) -> dict[str, Any]:
@@ -132,20 +204,22 @@ def load_models(args: argparse.Namespace, device: str, dtype) -> dict[str, Any]:
 def evaluate_run(args: argparse.Namespace, settings: EvaluationSettings, run: str, models: dict[str, Any] | None) -> RunEvaluation:
     """Score every clip of one run against its ground truth; the metrics.json result and the report's inputs."""
     spec = get_spec(args.dataset)
-    clips = evaluation_data.find_clips(args.data_root, run)[: args.limit]
+    clips = find_clips(args, run)
     stimuli = [stim for stim, _ in clips]
-    captions = evaluation_data.decoded_captions(args.data_root, run)
+    captions = evaluation_data.decoded_captions(args.data_root, run) if args.videos is None else {}
     humans = evaluation_data.human_captions(args.data_root, args.dataset)
     grayscale = not settings.color_ssim
     scores = RunScores()
     media = []
     first_pred = prev_true = None
+    n_split = 0
     for stim, recon_path in _progress(clips, run):
         true_path = stimulus_path(args.data_root, spec, stim)
-        pred, true = evaluation_data.load_pair(recon_path, true_path, settings.n_frames, settings.eval_size)  # (n, s, s, 3) each
-        scoring.add_pixel_scores(scores, pred, true, grayscale)
+        pred, true, split = evaluation_data.load_clip_pair(recon_path, true_path, settings.n_frames, settings.eval_size)  # (n, s, s, 3) each
+        n_split += split
+        scoring.add_pixel_scores(scores, pred, true, grayscale, ssim=settings.ssim)
         if prev_true is not None:  # mismatched baseline: this reconstruction against the previous clip's truth
-            scoring.add_pixel_scores(scores, pred, prev_true, grayscale, mismatched=True)
+            scoring.add_pixel_scores(scores, pred, prev_true, grayscale, mismatched=True, ssim=settings.ssim)
         first_pred = pred if first_pred is None else first_pred
         prev_true = true
         fps = evaluation_data.display_fps(true_path, len(true))
@@ -153,20 +227,43 @@ def evaluate_run(args: argparse.Namespace, settings: EvaluationSettings, run: st
         if models is not None:
             scoring.add_semantic_scores(scores, models, settings, stim, pred, true)
     if len(clips) > 1:  # the first reconstruction against the last truth closes the cycle
-        scoring.add_pixel_scores(scores, first_pred, prev_true, grayscale, mismatched=True)
+        scoring.add_pixel_scores(scores, first_pred, prev_true, grayscale, mismatched=True, ssim=settings.ssim)
     out, skipped = scoring.summarize_run(scores, stimuli, settings, models, captions, humans)
 
+    used = {
+        "method": run if args.videos is not None else "brain2video (this project)",
+        "source": str(args.videos) if args.videos is not None else str(layout.reconstructions_dir(args.data_root, run)),
+        "n_frames_scored": int(first_pred.shape[0]), "eval_size_px": int(first_pred.shape[1]),
+        "frames_read": _count([evaluation_data.clip_kind(path) for _, path in clips]),
+        "side_by_side_split": (
+            f"{n_split} side-by-side gifs (MinD-Video layout) split; the right half (reconstruction) scored against the dataset's ground truth"
+            if n_split else "none"
+        ),
+    }
+    if models is not None:
+        video_model = models["video"][0]
+        used |= {
+            "video_classifier_frames": settings.video_frames or int(video_model.config.num_frames),
+            "models_loaded": {k: getattr(m[0], "name_or_path", "") or f"{args.preset} preset" for k, m in models.items()},
+        }
+    subject = evaluation_data.run_subject(args.data_root, run) if args.videos is None else run
     result = {
         "run": run, "dataset": args.dataset, "synthetic": get_spec(args.dataset).synthetic, "preset": args.preset,
-        "subject": evaluation_data.run_subject(args.data_root, run), "n_clips": len(stimuli),
+        "subject": subject, "n_clips": len(stimuli),
         "settings": scoring.recorded_settings(settings, first_pred.shape[0], first_pred.shape[1]),
+        "protocol": scoring.protocol_card(args.protocol, settings, used),
         "metrics": out, "skipped": skipped,
     }
-    regression = evaluation_data.read_regression_metrics(args.data_root, args.predictions_run or run)
+    regression = None if args.videos is not None else evaluation_data.read_regression_metrics(args.data_root, args.predictions_run or run)
     if regression is not None:
         result["regression"] = regression
     text = {"decoded_caption": [captions.get(s, "") for s in stimuli], "human_caption": [(humans.get(s) or [""])[0] for s in stimuli]}
     return RunEvaluation(result, stimuli, scores.full_columns(len(stimuli)), text, humans, media)
+
+
+def _count(kinds: list[str]) -> dict[str, int]:
+    """``{kind: clips}`` of the files read (``evaluation_data.clip_kind``)."""
+    return {k: kinds.count(k) for k in sorted(set(kinds))}
 
 
 def _progress(items: list, run: str):
@@ -178,14 +275,14 @@ def _progress(items: list, run: str):
 def main(argv: list[str] | None = None) -> int:
     """Evaluate each run; returns 0 on success."""
     parser = build_parser()
-    args = parse_args(parser, argv)
+    args = parse_args(parser, argv, bundle=("protocol", lambda name: get_protocol(name).flags()))
     check_args(parser, args)
     seed_everything(args.seed)
     settings = evaluation_settings(args)
     report_settings = ReportSettings(
         report_size=args.report_size, embed_media=args.embed_media, random_models=zoo.has_random_weights(args.preset)
     )
-    runs = args.reconstructions or evaluation_data.find_runs(args.data_root)
+    runs = [run_name(args)] if args.videos is not None else args.reconstructions or evaluation_data.find_runs(args.data_root)
     if not runs:
         raise FileNotFoundError(f"No reconstruction runs under {layout.reconstructions_root(args.data_root)}: run reconstruct_zeroscope.py first.")
     device = resolve_device(args.device)
@@ -194,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     # Runs whose inputs and settings are unchanged keep their earlier results (unless --overwrite).
     pending, done = [], {}
     for run in runs:
-        clips = evaluation_data.find_clips(args.data_root, run)[: args.limit]
-        inputs = evaluation_data.fingerprint_inputs(args.data_root, run, args.predictions_run)
+        clips = find_clips(args, run)
+        inputs = [] if args.videos is not None else evaluation_data.fingerprint_inputs(args.data_root, run, args.predictions_run)
         key = evaluation_data.fingerprint(clips, inputs, evaluation_data.fingerprint_settings(args))
         out_dir = layout.evaluation_dir(args.data_root, run)
         previous = None if args.overwrite else evaluation_data.is_evaluated(out_dir, key)
@@ -218,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     for run, (evaluation, seconds) in computed.items():
         out_dir = report.write_evaluation(layout.evaluation_dir(args.data_root, run), evaluation, groups, report_settings, scoring.clip_card_scores)
         write_manifest(
-            out_dir, STAGE, args, inputs={"reconstructions": str(layout.reconstructions_dir(args.data_root, run))},
+            out_dir, STAGE, args, inputs={"videos" if args.videos is not None else "reconstructions": evaluation.result["protocol"]["source"]},
             counts={"clips": len(evaluation.stimuli), "seconds": round(seconds, 2)},
         )
     for run, result in done.items():

@@ -1,31 +1,43 @@
 """Stage 1a: BLIP image embeddings, BLIP captions and CLIP embeddings of every stimulus.
 
-For each video, 15 frames picked by ``linspace`` over all decoded frames, then:
+For each video, 15 frames picked by ``linspace`` over all decoded frames (rounded;
+``--frame-sampling floor`` as the original), then:
 - ``blip``: frames resized to ``--image-size`` (240 for the real preset, BLIP base CapFilt-L
-  = Salesforce/blip-image-captioning-base; 32 for tiny), in [0, 1], BLIP normalisation
-  (``--blip-normalize``), the vision encoder's last hidden state averaged over the 15
-  frames -> (226, 768) for the real preset;
+  = Salesforce/blip-image-captioning-base; 32 for tiny; antialiased unless
+  ``--no-resize-antialias``), in [0, 1], BLIP normalisation (``--blip-normalize``; the
+  original skipped it), the vision encoder's last hidden state averaged over the 15 frames
+  -> (226, 768) for the real preset;
 - a caption: the BLIP text decoder on that averaged embedding (the target itself, so it is
-  the caption that a perfect prediction would give; beam search 3, max length 20, min 4,
-  repetition penalty 6.0, prompt "a picture of " stripped; models/captioning.py) ->
-  ``captions.json``, merged across runs and written atomically after every batch;
+  the caption that a perfect prediction would give; ``--caption-beams`` 3 (1 = greedy, the
+  original's), max length 20, min 4, repetition penalty 6.0, prompt "a picture of " stripped,
+  "/" -> " " with ``--caption-slash-to-space``; models/captioning.py) -> ``captions.json``,
+  merged across runs and written atomically after every batch;
 - ``clip`` / ``clip_frames``: CLIP image embeddings (openai/clip-vit-large-patch14, projected,
   not L2-normalised) of the frames centre-cropped to the CLIP size, mean (768,) and per
   frame (15, 768);
 - ``clip_text``: where the dataset has human captions (``metadata_<ds>/annotations.json``:
   BMD and the demo), the CLIP text embeddings of the captions, averaged (768,).
 
+``--recipe original`` switches the defaults of ``--frame-sampling --resize-antialias
+--blip-normalize --caption-beams --caption-slash-to-space`` to the original code's (README,
+"1. Targets"); a flag given explicitly still wins.
+
 Reads:  <data-root>/stimuli_<ds>/... and <data-root>/metadata_<ds>/annotations.json (if any)
 Writes: <data-root>/target_vectors_<ds>/{blip,clip,clip_frames,clip_text}/<stim>.npy (float32;
-        HAD keeps the class subfolder), target_vectors_<ds>/captions.json, and a
-        manifest.json in each target folder (flags, counts, timings, ``failed``).
+        HAD keeps the class subfolder), target_vectors_<ds>/captions.json, and in each target
+        folder settings.json (the recipe and every setting that determines the files) and
+        manifest.json (flags, counts, timings, ``failed``).
 
-A stimulus is skipped when all its outputs are complete (``--overwrite`` redoes it). An
-undecodable video is named, recorded in the manifests and skipped; the script then exits
+A stimulus is skipped when all its outputs are complete (``--overwrite`` redoes it). A folder
+made with other settings (e.g. another recipe), or files without settings.json, are refused:
+``--overwrite`` redoes them, another ``--data-root`` writes elsewhere, and ``--adopt`` records
+files copied in as made with the asked settings after checking every file's shape and dtype.
+An undecodable video is named, recorded in the manifests and skipped; the script then exits
 with status 1.
 
 Examples:
     python extract_targets_blip.py --dataset bmd
+    python extract_targets_blip.py --dataset bmd --recipe original
     python extract_targets_blip.py --dataset bmd --model-path ~/models/blip-base --clip-path ~/models/clip-l14
     python extract_targets_blip.py --dataset demo --preset tiny
     python extract_targets_blip.py --dataset cc2017 --subset test --no-captions --limit 100
@@ -41,10 +53,12 @@ from models import targets, zoo
 from models.captioning import CaptionSettings, caption_embeddings, embedding_shape
 from utils import layout
 from utils.cli import common_parser, defaults_from, nonnegative_int, parse_args, positive_int, resolve_device, resolve_dtype
-from utils.datasets import annotations_path, has_annotations, load_annotations
 from utils.io import is_complete_npy, read_json, save_npy, write_json, write_manifest
+from utils.provenance import write_settings
 from utils.seeds import seed_everything
+from utils.targets import open_target_folder
 
+STAGE = "extract_targets_blip"
 TARGETS = ("blip", "clip", "clip_frames", "clip_text")
 
 
@@ -55,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subset", default="all", choices=targets.SUBSETS, help="stimuli to process (default: %(default)s)")
     parser.add_argument("--stimuli", nargs="+", default=None, metavar="STIM", help="process only these stimuli (default: every stimulus of --subset)")
     parser.add_argument("--image-size", type=positive_int, help=f"BLIP input size (default by preset: {zoo.describe_sizes(zoo.BLIP_IMAGE_SIZE)})")
-    parser.add_argument("--blip-normalize", action=argparse.BooleanOptionalAction, help="apply BLIP's mean/std normalisation after scaling to [0, 1] (default: %(default)s)")
+    targets.add_recipe_arguments(parser, targets.RECIPE_FIELDS["blip"])
+    parser.add_argument("--adopt", action="store_true", help="record target files that have no settings.json as made with the asked settings, after checking their shapes and dtypes")
     parser.add_argument("--captions", action=argparse.BooleanOptionalAction, help="caption every video with BLIP into captions.json (default: %(default)s)")
     parser.add_argument("--clip", action=argparse.BooleanOptionalAction, help="also write the CLIP image (and caption text) embeddings (default: %(default)s)")
-    parser.add_argument("--caption-beams", type=positive_int, default=CaptionSettings.num_beams, help="beam width of caption decoding (default: %(default)s)")
     parser.add_argument("--workers", type=nonnegative_int, help="video decoding threads; 0 decodes in the main thread (default: %(default)s)")
     parser.add_argument("--model-path", default=None, help="local BLIP directory (default: the Hugging Face id through the cache)")
     parser.add_argument("--clip-path", default=None, help="local CLIP directory (default: the Hugging Face id through the cache)")
@@ -66,28 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def dataset_annotations(data_root: str, dataset: str) -> dict | None:
-    """Human captions of datasets that have them (BMD, demo); None otherwise or when absent."""
-    if not has_annotations(dataset):
-        return None
-    if not annotations_path(data_root, dataset).exists():
-        print(f"note: {annotations_path(data_root, dataset)} is missing, so no clip_text targets "
-              f"(run `python download_data.py --dataset {dataset}` to get the annotations)")
-        return None
-    return load_annotations(data_root, dataset)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Extract the embeddings and captions; returns 0, or 1 when some videos could not be decoded."""
     from tqdm import tqdm
 
-    args = parse_args(build_parser(), argv)
+    args = parse_args(build_parser(), argv, bundle=targets.RECIPE_BUNDLE)
     seed_everything(args.seed)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     image_size = args.image_size or zoo.blip_image_size(args.preset)
     jobs = targets.plan_jobs(args.data_root, args.dataset, args.subset, args.stimuli, args.limit)
-    notes = dataset_annotations(args.data_root, args.dataset) if args.clip else None
+    notes = targets.dataset_annotations(args.data_root, args.dataset) if args.clip else None
 
     blip, blip_processor = zoo.load_blip(args.preset, args.model_path, device=device, dtype=dtype)
     shapes: dict[str, tuple[int, ...]] = {"blip": embedding_shape(blip, image_size)}
@@ -112,10 +115,30 @@ def main(argv: list[str] | None = None) -> int:
         files_ok = all(is_complete_npy(out_of(t, stimulus), shapes[t]) for t in wanted(stimulus))
         return files_ok and (not args.captions or stimulus in captions)
 
+    models = {
+        "blip": zoo.model_source(args.preset, args.model_path, zoo.BLIP_ID),
+        "clip": zoo.model_source(args.preset, args.clip_path, zoo.CLIP_ID) if args.clip else None,
+    }
+    common = {"preset": args.preset, "n_frames": targets.N_FRAMES}
+    records = {
+        "blip": targets.record_settings("blip", vars(args), image_size=image_size, model=models["blip"], **common),
+        "clip": targets.record_settings("clip", vars(args), image_size=clip_size, model=models["clip"], **common),
+        "clip_frames": targets.record_settings("clip_frames", vars(args), image_size=clip_size, model=models["clip"], **common),
+        "clip_text": targets.record_settings("clip_text", vars(args), captions="annotations", model=models["clip"], preset=args.preset),
+    }
+    folders = [t for t in TARGETS if t in shapes and (t != "clip_text" or notes)]
+    record_after = {
+        t: open_target_folder(
+            layout.targets_dir(args.data_root, args.dataset, t), STAGE, records[t],
+            [out_of(t, j.stimulus) for j in jobs if t in wanted(j.stimulus)], args.overwrite,
+            (shapes[t], "float32") if args.adopt else None,
+        )
+        for t in folders
+    }
     todo, skipped = targets.split_done(jobs, complete, args.overwrite)
-    print(f"blip/clip: {len(jobs)} stimuli of {args.dataset} ({len(skipped)} already complete), "
+    print(f"blip/clip: {len(jobs)} stimuli of {args.dataset} ({len(skipped)} already complete), recipe {args.recipe}, "
           f"BLIP {image_size}px -> {shapes['blip']}, CLIP {clip_size or 'off'}, {device} {dtype}")
-    settings = CaptionSettings(num_beams=args.caption_beams, seed=args.seed)
+    settings = CaptionSettings(num_beams=args.caption_beams, seed=args.seed, slash_to_space=args.caption_slash_to_space)
     mean, std = blip_processor.image_processor.image_mean, blip_processor.image_processor.image_std
 
     def process(batch: list[targets.Job], loaded: list[dict]) -> None:
@@ -140,25 +163,24 @@ def main(argv: list[str] | None = None) -> int:
             captions.update(new)
             write_json(captions_file, dict(sorted(captions.items())))
 
-    transforms = {"blip": targets.squash_resize(image_size)}
+    transforms = {"blip": targets.squash_resize(image_size, args.resize_antialias)}
     if clip is not None:
-        transforms["clip"] = targets.center_crop(clip_size)
+        transforms["clip"] = targets.center_crop(clip_size, args.resize_antialias)
+    loader = targets.frame_loader(targets.N_FRAMES, transforms, args.frame_sampling)
     with tqdm(total=len(todo), unit="video", desc="blip/clip", disable=not args.progress) as bar:
-        stats = targets.run_batches(todo, targets.frame_loader(targets.N_FRAMES, transforms), process, args.batch_size, args.workers, bar)
+        stats = targets.run_batches(todo, loader, process, args.batch_size, args.workers, bar)
     stats.skipped = skipped
 
-    models = {
-        "blip": zoo.model_source(args.preset, args.model_path, zoo.BLIP_ID),
-        "clip": zoo.model_source(args.preset, args.clip_path, zoo.CLIP_ID) if args.clip else None,
-    }
-    for target in TARGETS:
-        if target in shapes and (target != "clip_text" or notes):
-            write_manifest(
-                layout.targets_dir(args.data_root, args.dataset, target), "extract_targets_blip", args,
-                inputs={"stimuli": str(layout.stimuli_dir(args.data_root, args.dataset)), **models},
-                counts=stats.counts(), shape=list(shapes[target]), image_size=image_size, clip_size=clip_size,
-                captions=str(captions_file) if args.captions else None, failed=stats.failed,
-            )
+    for target in folders:
+        out_dir = layout.targets_dir(args.data_root, args.dataset, target)
+        if record_after[target]:
+            write_settings(out_dir, STAGE, records[target])
+        write_manifest(
+            out_dir, STAGE, args,
+            inputs={"stimuli": str(layout.stimuli_dir(args.data_root, args.dataset)), **models},
+            counts=stats.counts(), shape=list(shapes[target]), image_size=image_size, clip_size=clip_size,
+            captions=str(captions_file) if args.captions else None, failed=stats.failed,
+        )
     return targets.print_summary(stats, captions_file.parent)
 
 

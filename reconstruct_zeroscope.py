@@ -4,22 +4,32 @@ Each clip: a caption (the BLIP text decoder on the predicted BLIP embedding, or 
 ground-truth BLIP caption, or none) conditions Zeroscope video-to-video started from the
 predicted latent: the latent is re-noised to ``--strength`` of a ``--steps``-step DPM-Solver
 schedule and denoised with classifier-free guidance (empty negative prompt), then decoded by
-the VAE (see models/video_diffusion.py). Several clips share each UNet forward
+the VAE (see models/video_diffusion.py). ``--condition c_zeroscope`` is the original's second
+path: the UNet is conditioned directly on the predicted prompt embeddings (the Zeroscope text
+encoder's states, (77, 1024)) instead of a decoded caption, with guidance against the
+negative prompt's embedding, and that path's defaults (50 steps, strength 0.3; explicit
+``--steps``/``--strength`` win). ``--recipe original`` decodes captions the original's way
+(greedy, "/" replaced by a space; models/recipes.py). Several clips share each UNet forward
 (``--batch-size``); every clip has its own seed derived from ``--seed`` and its name, so a
 clip comes out the same whatever the batching, ``--limit`` or number of processes.
 
 Reads (under --data-root):
     predictions/<run>/z_zeroscope/<stim>.npy   (15, 4, 33, 33) or flattened 65340    --z-from pred
     predictions/<run>/blip/<stim>.npy          (226, 768) or flattened 173568        --caption-from pred
+    predictions/<run>/c_zeroscope/<stim>.npy   (77, 1024) or flattened 78848         --condition c_zeroscope --caption-from pred
     target_vectors_<ds>/z_zeroscope/<stim>.npy                                        --z-from gt
     target_vectors_<ds>/captions.json                                                 --caption-from gt
-Writes reconstructions/<out>/ with mp4/<stim>.mp4 (--fps), gif/<stim>.gif, captions.json
-(stimulus -> caption used) and manifest.json. HAD names keep their class subfolder.
-<out> is --output-run, or the predictions run when both inputs are predicted, or
-``<run>_z-<z>_caption-<c>`` for oracle mixes, or ``gt_<ds>`` (``--source targets``: the
-ground-truth latents and captions, i.e. the ceiling set by the VAE and the caption).
+    target_vectors_<ds>/c_zeroscope/<stim>.npy (77, 1024)                             --condition c_zeroscope --caption-from gt
+Writes reconstructions/<out>/ with frames/<stim>.npy (the frames, lossless uint8 (F, H, W, 3):
+what evaluation reads), mp4/<stim>.mp4 (--fps) and gif/<stim>.gif (for viewing), captions.json
+(stimulus -> caption used; "" with --condition c_zeroscope) and manifest.json. HAD names keep
+their class subfolder. <out> is --output-run, or the predictions run when both inputs are
+predicted, or ``<run>_z-<z>_caption-<c>`` for oracle mixes, or ``gt_<ds>`` (``--source
+targets``: the ground-truth latents and captions, i.e. the ceiling set by the VAE and the
+caption); with --condition c_zeroscope the same names end in ``_c_zeroscope``
+(``<run>_c_zeroscope``, ``<run>_z-<z>_c_zeroscope-<c>``, ``gt_<ds>_c_zeroscope``).
 
-Clips whose mp4 and gif both exist are skipped (--overwrite redoes them). Under
+Clips whose frames, mp4 and gif all exist are skipped (--overwrite redoes them). Under
 ``accelerate launch`` (GPUs) or ``torchrun`` the clips are split across processes by process
 index (``accelerate.PartialState``); captions of each process go to a part file that the main
 process folds into captions.json at the end. Without a launcher it runs as one process.
@@ -31,6 +41,9 @@ Examples:
     python reconstruct_zeroscope.py --dataset bmd --run ridge_bmd_sub01
     python reconstruct_zeroscope.py --dataset bmd --run ridge_bmd_sub01 --caption-from gt
     python reconstruct_zeroscope.py --dataset bmd --source targets --limit 10
+    python reconstruct_zeroscope.py --dataset bmd --run ridge_bmd_sub01 --condition c_zeroscope
+    python reconstruct_zeroscope.py --dataset bmd --source targets --condition c_zeroscope --limit 10
+    python reconstruct_zeroscope.py --dataset bmd --run ridge_bmd_sub01 --recipe original
     python reconstruct_zeroscope.py --dataset demo --preset tiny --run demo_ridge --limit 4
     accelerate launch --num_processes 4 reconstruct_zeroscope.py --dataset bmd --run ridge_bmd_sub01
     torchrun --nproc-per-node 2 reconstruct_zeroscope.py --dataset demo --preset tiny --predictions demo_ridge
@@ -48,33 +61,46 @@ from tqdm import tqdm
 
 from models import targets, zoo
 from models.captioning import CaptionSettings, caption_embeddings, check_embedding, embedding_shape, strip_prompt
-from models.video_diffusion import DiffusionSettings, VideoDiffusion, to_unet_layout
+from models.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
+from models.video_diffusion import CONDITIONING_DEFAULTS, DiffusionSettings, VideoDiffusion, to_unet_layout
 from utils import layout
 from utils.cli import common_parser, nonnegative_float, parse_args, positive_float, positive_int, resolve_dtype, unit_float
 from utils.datasets import get_spec, list_stimuli
-from utils.io import read_json, write_json, write_manifest
+from utils.io import read_json, save_npy, write_json, write_manifest
 from utils.seeds import seed_everything, stimulus_seed
+from utils.targets import check_targets_exist, target_settings
 from utils.video import write_gif, write_mp4
+
+# What conditions the UNet, and the diffusion defaults of each path (the original's for both).
+CONDITIONS = ("caption", "c_zeroscope")
+DIFFUSION_DEFAULTS = {"caption": DiffusionSettings(), "c_zeroscope": CONDITIONING_DEFAULTS}
+# The prediction/target folder each condition reads its text condition from.
+CONDITION_TARGET = {"caption": "blip", "c_zeroscope": "c_zeroscope"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Common flags plus this stage's own."""
     parser = common_parser(__doc__, presets=zoo.PRESETS)
     parser.set_defaults(batch_size=4)
+    caption, embeds = DIFFUSION_DEFAULTS["caption"], DIFFUSION_DEFAULTS["c_zeroscope"]
+    recipe = get_recipe(DEFAULT_RECIPE)
     parser.add_argument("--run", "--predictions", dest="run", default=None, help="predictions run to reconstruct: predictions/<run>/ (default: none; needed unless --source targets)")
     parser.add_argument("--source", default="predictions", choices=("predictions", "targets"), help="default for --z-from/--caption-from: 'predictions' = pred, 'targets' = gt (default: %(default)s)")
     parser.add_argument("--z-from", default=None, choices=("pred", "gt"), help="initial latents: predicted or ground-truth (default: from --source)")
-    parser.add_argument("--caption-from", default=None, choices=("pred", "gt", "none"), help="caption: decoded from the predicted BLIP embedding, the ground-truth BLIP caption, or none (default: from --source)")
+    parser.add_argument("--caption-from", default=None, choices=("pred", "gt", "none"), help="text condition: with --condition caption the caption decoded from the predicted BLIP embedding, the ground-truth BLIP caption, or none; with --condition c_zeroscope the predicted or the true c_zeroscope embeddings (none is refused) (default: from --source)")
+    parser.add_argument("--condition", default="caption", choices=CONDITIONS, help="what conditions the UNet: a caption (encoded by the text encoder) or c_zeroscope prompt embeddings fed directly (default: %(default)s)")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES), help="defaults of --caption-beams and --caption-slash-to-space: 'original' = the Brain Netflix code's (greedy, '/' -> space), see models/recipes.py (default: %(default)s)")
     parser.add_argument("--subset", default="test", choices=("train", "test", "all"), help="stimuli to reconstruct when nothing comes from predictions (default: %(default)s)")
     parser.add_argument("--output-run", default=None, help="output folder name under reconstructions/ (default: derived, see above)")
-    parser.add_argument("--steps", type=positive_int, default=DiffusionSettings.steps, help="length of the DPM-Solver schedule (default: %(default)s)")
-    parser.add_argument("--strength", type=unit_float, default=DiffusionSettings.strength, help="how far the latents are re-noised, 0 = decode only, 1 = from pure noise (default: %(default)s)")
+    parser.add_argument("--steps", type=positive_int, default=None, help=f"length of the DPM-Solver schedule (default: {caption.steps} with --condition caption, {embeds.steps} with c_zeroscope)")
+    parser.add_argument("--strength", type=unit_float, default=None, help=f"how far the latents are re-noised, 0 = decode only, 1 = from pure noise (default: {caption.strength} with --condition caption, {embeds.strength} with c_zeroscope)")
     parser.add_argument("--guidance-scale", type=nonnegative_float, default=DiffusionSettings.guidance_scale, help="classifier-free guidance weight, <= 1 disables it (default: %(default)s)")
     parser.add_argument("--negative-prompt", default=DiffusionSettings.negative_prompt, help="text of the unconditional branch (default: empty)")
     parser.add_argument("--fps", type=positive_float, default=5.0, help="frame rate of the written mp4 and gif (default: %(default)s)")
     parser.add_argument("--decode-chunk", type=positive_int, default=DiffusionSettings.decode_chunk, help="frames per VAE decoder call, bounds memory (default: %(default)s)")
     parser.add_argument("--forward-chunking", action=argparse.BooleanOptionalAction, default=False, help="chunk the UNet feed-forward layers to lower peak memory (default: %(default)s)")
-    parser.add_argument("--caption-beams", type=positive_int, default=CaptionSettings.num_beams, help="beam width of caption decoding (default: %(default)s)")
+    parser.add_argument("--caption-beams", type=positive_int, default=recipe.caption_beams, help="beam width of caption decoding, 1 = greedy (default: from --recipe, %(default)s for the default recipe)")
+    parser.add_argument("--caption-slash-to-space", action=argparse.BooleanOptionalAction, default=recipe.caption_slash_to_space, help="replace '/' with a space in decoded captions, as the original did (default: from --recipe, %(default)s for the default recipe)")
     parser.add_argument("--caption-max-length", type=positive_int, default=CaptionSettings.max_length, help="max caption tokens, prompt included (default: %(default)s)")
     parser.add_argument("--caption-min-length", type=positive_int, default=CaptionSettings.min_length, help="min caption tokens, prompt included (default: %(default)s)")
     parser.add_argument("--repetition-penalty", type=nonnegative_float, default=CaptionSettings.repetition_penalty, help="caption repetition penalty (default: %(default)s)")
@@ -85,11 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def diffusion_settings(args: argparse.Namespace) -> DiffusionSettings:
+    """The sampling settings: --steps/--strength when given, else the --condition path's defaults."""
+    defaults = DIFFUSION_DEFAULTS[args.condition]
+    return DiffusionSettings(
+        steps=defaults.steps if args.steps is None else args.steps,
+        strength=defaults.strength if args.strength is None else args.strength,
+        guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, decode_chunk=args.decode_chunk,
+    )
+
+
 def resolve_sources(args: argparse.Namespace) -> tuple[str, str]:
     """(z_from, caption_from) from the flags; raise when a predictions run is needed but not given."""
     default = "pred" if args.source == "predictions" else "gt"
     z_from = args.z_from or default
     caption_from = args.caption_from or default
+    if args.condition == "c_zeroscope" and caption_from == "none":
+        raise ValueError(
+            "--caption-from none has no c_zeroscope embeddings to read (--condition c_zeroscope takes pred or gt); "
+            "for an unconditioned reconstruction use --condition caption --caption-from none."
+        )
     if "pred" in (z_from, caption_from) and not args.run:
         raise ValueError(
             f"--run is needed to read predictions (--z-from {z_from} --caption-from {caption_from}); "
@@ -99,9 +140,13 @@ def resolve_sources(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def output_name(args: argparse.Namespace, z_from: str, caption_from: str) -> str:
-    """Folder name under reconstructions/ (never contains results)."""
+    """Folder name under reconstructions/ (never contains results); the c_zeroscope path's names end in ``_c_zeroscope``."""
     if args.output_run:
         return args.output_run
+    if args.condition == "c_zeroscope":
+        if z_from == caption_from:
+            return f"gt_{args.dataset}_c_zeroscope" if z_from == "gt" else f"{args.run}_c_zeroscope"
+        return f"{args.run}_z-{z_from}_c_zeroscope-{caption_from}"
     if z_from == "gt" and caption_from != "pred":
         return f"gt_{args.dataset}" if caption_from == "gt" else f"gt_{args.dataset}_caption-{caption_from}"
     if z_from == "pred" and caption_from == "pred":
@@ -133,8 +178,9 @@ def missing_predictions_error(data_root: str, run: str, target: str, dataset: st
 def select_stimuli(args: argparse.Namespace, z_from: str, caption_from: str) -> list[str]:
     """Stimuli to reconstruct, sorted; checks that every needed input exists."""
     root = args.data_root
+    condition_target = CONDITION_TARGET[args.condition]
     if "pred" in (z_from, caption_from):
-        target = "z_zeroscope" if z_from == "pred" else "blip"
+        target = "z_zeroscope" if z_from == "pred" else condition_target
         folder = layout.predictions_dir(root, args.run, target)
         stimuli = list_npy(folder) if folder.is_dir() else []
         if not stimuli:
@@ -149,9 +195,12 @@ def select_stimuli(args: argparse.Namespace, z_from: str, caption_from: str) -> 
                 f"(e.g. {missing[:5]}): run `python extract_targets_zeroscope.py --dataset {args.dataset}` first."
             )
     if caption_from == "pred" and z_from == "pred":
-        missing = [s for s in stimuli if not layout.prediction_path(root, args.run, "blip", s).exists()]
+        missing = [s for s in stimuli if not layout.prediction_path(root, args.run, condition_target, s).exists()]
         if missing:
-            raise missing_predictions_error(root, args.run, "blip", args.dataset, missing)
+            raise missing_predictions_error(root, args.run, condition_target, args.dataset, missing)
+    if caption_from == "gt" and args.condition == "c_zeroscope":
+        check_targets_exist(root, args.dataset, "c_zeroscope", stimuli)
+        target_settings(root, args.dataset, "c_zeroscope")  # refuses files without a record
     return stimuli[: args.limit] if args.limit else stimuli
 
 
@@ -159,16 +208,16 @@ def expected_latent_shape(args: argparse.Namespace, stimulus: str, channels: int
     """(frames, channels, h, w) predictions must have: the ground-truth target's shape when it
     exists, else 15 frames at the preset's default latent size (33x33 real, 8x8 tiny).
 
-    Raises when the ground-truth latents were extracted with another ``--preset`` (their
-    manifest says which), since predictions regressed on them fit that preset's model only.
+    Raises when the ground-truth latents have no record of their settings, or were extracted
+    with another ``--preset`` (their record says which), since predictions regressed on them
+    fit that preset's model only.
     """
     target = layout.target_path(args.data_root, args.dataset, "z_zeroscope", stimulus)
     if target.exists():
-        manifest_path = layout.manifest_path(layout.targets_dir(args.data_root, args.dataset, "z_zeroscope"))
-        made_with = (read_json(manifest_path, default={}) or {}).get("flags", {}).get("preset")
+        made_with = target_settings(args.data_root, args.dataset, "z_zeroscope").get("preset")
         if made_with is not None and made_with != args.preset:
             raise ValueError(
-                f"--preset {args.preset!r} does not match the latents in {manifest_path.parent}, made with preset "
+                f"--preset {args.preset!r} does not match the latents in {target.parent}, made with preset "
                 f"{made_with!r}: pass --preset {made_with}, or rerun `python extract_targets_zeroscope.py --dataset "
                 f"{args.dataset} --preset {args.preset} --overwrite` and the regression."
             )
@@ -202,9 +251,43 @@ def latent_path(args: argparse.Namespace, z_from: str, stimulus: str) -> Path:
     return layout.target_path(args.data_root, args.dataset, "z_zeroscope", stimulus)
 
 
+def prompt_embeds_path(args: argparse.Namespace, caption_from: str, stimulus: str) -> Path:
+    """Where the c_zeroscope prompt embeddings of a stimulus come from (predicted or true)."""
+    if caption_from == "pred":
+        return layout.prediction_path(args.data_root, args.run, "c_zeroscope", stimulus)
+    return layout.target_path(args.data_root, args.dataset, "c_zeroscope", stimulus)
+
+
+def load_prompt_embeds(path: Path, shape: tuple[int, int], preset: str) -> np.ndarray:
+    """One clip's prompt embeddings (tokens, dim) float32; a flattened vector is reshaped; wrong sizes raise."""
+    array = np.load(path)
+    if array.ndim == 1 and array.size == shape[0] * shape[1]:
+        array = array.reshape(shape)
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(
+            f"c_zeroscope embeddings {path} have shape {tuple(array.shape)}; the {preset!r} preset's text encoder "
+            f"expects {tuple(shape)} (tokenizer max length, hidden size) or flattened {shape[0] * shape[1]}. "
+            "Make the targets and predictions with the same --preset, or pick the matching --preset."
+        )
+    return array.astype(np.float32, copy=False)
+
+
+def clip_paths(out_dir: Path, stimulus: str) -> tuple[Path, Path, Path]:
+    """(frames npy, mp4, gif) of one reconstructed clip."""
+    return (layout.reconstruction_frames_path(out_dir, stimulus), *layout.reconstruction_video_paths(out_dir, stimulus))
+
+
 def is_done(out_dir: Path, stimulus: str) -> bool:
-    """Both files exist and are non-empty (writes are atomic, so they are complete)."""
-    return all(p.exists() and p.stat().st_size > 0 for p in layout.reconstruction_video_paths(out_dir, stimulus))
+    """The lossless frames, the mp4 and the gif all exist and are non-empty (writes are atomic, so they are complete)."""
+    return all(p.exists() and p.stat().st_size > 0 for p in clip_paths(out_dir, stimulus))
+
+
+def write_clip(out_dir: Path, stimulus: str, clip: np.ndarray, fps: float) -> None:
+    """Write one clip's frames uint8 (F, H, W, 3) losslessly as .npy, then as mp4 and gif for viewing."""
+    frames_path, mp4, gif = clip_paths(out_dir, stimulus)
+    save_npy(frames_path, np.ascontiguousarray(clip, dtype=np.uint8))
+    write_mp4(mp4, clip, fps)
+    write_gif(gif, clip, fps)
 
 
 def gt_captions(args: argparse.Namespace, stimuli: list[str]) -> dict[str, str]:
@@ -228,6 +311,7 @@ def predicted_captions(args: argparse.Namespace, stimuli: list[str], device, dty
     settings = CaptionSettings(
         num_beams=args.caption_beams, max_length=args.caption_max_length, min_length=args.caption_min_length,
         repetition_penalty=args.repetition_penalty, sample=args.caption_sample, top_p=args.top_p, seed=args.seed,
+        slash_to_space=args.caption_slash_to_space,
     )
     captions: dict[str, str] = {}
     for start in range(0, len(stimuli), args.batch_size):
@@ -257,8 +341,10 @@ def merge_captions(out_dir: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     """Reconstruct the selected clips (this process's share under a launcher); returns 0."""
     parser = build_parser()
-    args = parse_args(parser, argv)
+    args = parse_args(parser, argv, bundle=("recipe", lambda name: get_recipe(name).flags()))
     z_from, caption_from = resolve_sources(args)
+    settings = diffusion_settings(args)
+    args.steps, args.strength = settings.steps, settings.strength  # the values used, for the manifest
 
     on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
     state = PartialState(cpu=on_cpu)  # several processes under `accelerate launch` / torchrun, else one
@@ -274,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reconstruct: {len(stimuli)} clips -> {out_dir} ({len(stimuli) - len(todo)} done, {len(todo)} to do, {state.num_processes} process(es), {device}, {dtype})")
 
     captions: dict[str, str]
-    if caption_from == "pred":
+    if args.condition == "c_zeroscope":
+        captions = dict.fromkeys(mine, "")  # conditioned on prompt embeddings, no text
+    elif caption_from == "pred":
         captions = predicted_captions(args, mine, device, dtype)
     elif caption_from == "gt":
         captions = gt_captions(args, mine)
@@ -283,10 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     part_path = layout.reconstruction_captions_part_path(out_dir, state.process_index)
     written: dict[str, str] = read_json(part_path, default={})
 
-    settings = DiffusionSettings(
-        steps=args.steps, strength=args.strength, guidance_scale=args.guidance_scale,
-        negative_prompt=args.negative_prompt, decode_chunk=args.decode_chunk,
-    )
     seconds = 0.0
     if mine:
         components = zoo.load_zeroscope(args.preset, model_path=args.zeroscope_path, device=str(device), dtype=dtype)
@@ -297,13 +381,16 @@ def main(argv: list[str] | None = None) -> int:
         for start in range(0, len(mine), args.batch_size):
             names = mine[start : start + args.batch_size]
             latents = np.stack([load_latent(latent_path(args, z_from, s), shape, args.preset) for s in names])  # (B, F, C, h, w)
-            frames = model(
-                to_unet_layout(latents), [captions[s] for s in names], [stimulus_seed(args.seed, s) for s in names], settings
-            )  # (B, F, H, W, 3) uint8
+            seeds = [stimulus_seed(args.seed, s) for s in names]
+            if args.condition == "c_zeroscope":
+                embeds = np.stack([
+                    load_prompt_embeds(prompt_embeds_path(args, caption_from, s), model.prompt_embeds_shape, args.preset) for s in names
+                ])  # (B, L, D)
+                frames = model(to_unet_layout(latents), None, seeds, settings, prompt_embeds=torch.from_numpy(embeds))
+            else:
+                frames = model(to_unet_layout(latents), [captions[s] for s in names], seeds, settings)  # (B, F, H, W, 3) uint8
             for name, clip in zip(names, frames, strict=True):
-                mp4, gif = layout.reconstruction_video_paths(out_dir, name)
-                write_mp4(mp4, clip, args.fps)
-                write_gif(gif, clip, args.fps)
+                write_clip(out_dir, name, clip, args.fps)
                 written[name] = captions[name]
             write_json(part_path, written)  # captions of the clips written so far
             bar.update(len(names))
@@ -314,10 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     if state.is_main_process:
         merge_captions(out_dir)
         inputs = {
-            "z_from": z_from, "caption_from": caption_from,
+            "condition": args.condition, "z_from": z_from, "caption_from": caption_from,
             "latents": str(latent_path(args, z_from, "<stim>")),
             "predictions_run": args.run,
         }
+        if args.condition == "c_zeroscope":
+            inputs["prompt_embeds"] = str(prompt_embeds_path(args, caption_from, "<stim>"))
         counts = {
             "stimuli": len(stimuli), "complete": sum(is_done(out_dir, s) for s in stimuli),
             "reconstructed": len(todo), "skipped": len(stimuli) - len(todo), "processes": state.num_processes,

@@ -81,7 +81,7 @@ from utils.regression_data import (
 )
 from utils.report import read_regression_csv, regression_csv
 from utils.seeds import seed_everything
-from utils.targets import check_targets_exist, load_targets
+from utils.targets import check_same_recipe, check_targets_exist, load_targets
 
 STAGE = "regress"
 # Flags that do not change the fitted models or predictions (left out of the run's identity).
@@ -200,9 +200,13 @@ def check_run_config(path: Path, config: dict[str, Any], run: str, overwrite: bo
     raise ValueError(f"Run {run!r} ({path}) was made with other settings ({details}); pass --overwrite to redo it or choose another --run.")
 
 
-def finished(manifest: dict | None, config: dict[str, Any], targets: list[str], data_root: str) -> bool:
-    """True when a complete manifest with the same config lists every requested target's files, all complete."""
+def finished(manifest: dict | None, config: dict[str, Any], recipes: dict[str, dict[str, str]], data_root: str) -> bool:
+    """True when a complete manifest with the same config lists every requested target's files, all complete,
+    made from targets of the same recipes (``{target: {dataset: recipe}}``)."""
     if not manifest or manifest.get("status") != "complete" or manifest.get("config") != config:
+        return False
+    targets = list(recipes)
+    if any(manifest.get("target_recipes", {}).get(t) != recipes[t] for t in targets):
         return False
     files = manifest.get("files", {})
     root = layout.root(data_root)
@@ -308,7 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     out_root = layout.predictions_run_dir(args.data_root, run)
     check_run_config(layout.config_path(ckpt_root), config, run, args.overwrite)
     manifest = read_json(layout.manifest_path(out_root))
-    if not args.overwrite and finished(manifest, config, args.targets, args.data_root):
+    datasets = list(dict.fromkeys(list(train_subjects) + list(test_subjects)))
+    recipes = {  # each target's recorded recipe (mixed recipes are refused): its predictions depend on it
+        t: {ds: record.get("recipe") for ds, record in check_same_recipe(args.data_root, t, datasets).items()} for t in args.targets
+    }
+    if not args.overwrite and finished(manifest, config, recipes, args.data_root):
         print(f"Run {run!r} is already finished in {out_root}; reusing it (pass --overwrite to redo).")
         return 0
 
@@ -339,8 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     all_metrics = dict((read_json(layout.regression_metrics_path(args.data_root, run)) or {}).get("targets", {})) if same else {}
     all_files = dict(manifest.get("files", {})) if same else {}
     csv_rows = [r for r in read_regression_csv(layout.per_sample_path(out_root)) if r[0] not in args.targets] if same else []
+    all_recipes = dict(manifest.get("target_recipes", {})) if same else {}
     for target in args.targets:
-        metrics, files, rows = run_target(args, run, config, target, device, train, test)
+        metrics, files, rows = run_target(args, run, {**config, "target_recipe": recipes[target]}, target, device, train, test)
+        all_recipes[target] = recipes[target]
         print_summary(target, metrics)
         all_metrics[target], all_files[target] = metrics, files
         csv_rows += rows
@@ -362,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         out_root, STAGE, args, inputs=inputs,
         counts={"train_rows": sum(len(p.stimuli) for p in train), "test_subjects": len(test),
                 "predictions": {t: len(f) for t, f in all_files.items()}},
-        run=run, config=config, files=all_files, checkpoints=str(ckpt_root), status="complete",
+        run=run, config=config, files=all_files, target_recipes=all_recipes, checkpoints=str(ckpt_root), status="complete",
     )
     print(f"Wrote predictions/{run}/ ({', '.join(args.targets)}) and checkpoints/regress/{run}/")
     return 0

@@ -62,6 +62,7 @@ def per_family(root: Path, stim: str, repeats: int = 3) -> dict[str, float]:
     jobs = {
         "decode + match frames": lambda: evaluation_data.load_pair(layout.reconstructions_dir(root, "bench") / "mp4" / f"{stim}.mp4", stimulus_path(root, DEMO, stim), 0, 0),
         "SSIM + PSNR": lambda: (metrics.ssim_frames(pred, true), metrics.psnr_frames(pred, true)),
+        "MinD-Video SSIM (skimage, RGB)": lambda: metrics.ssim_frames_mindvideo(pred, true),
         "image classifier (2 x 15 frames) + n-way": lambda: metrics.n_way_top1_classification(
             metrics.image_class_probs(*image, pred), metrics.image_class_probs(*image, true), 50),
         "CLIP (2 x 15 frames)": lambda: (metrics.clip_image_embeddings(*clip, pred), metrics.clip_image_embeddings(*clip, true)),

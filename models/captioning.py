@@ -6,8 +6,10 @@ such states to ``model.text_decoder.generate`` the way ``BlipForConditionalGener
 does after its vision encoder: the prompt ("a picture of ") opens every caption, with its
 first token replaced by BOS and its trailing SEP dropped; generation stops at SEP. The prompt
 tokens are cut from the output before decoding, so captions never start with the prompt.
-Defaults follow the original: beam search (3 beams), max length 20, min length 4 (both
-counted with the prompt tokens), repetition penalty 6.0.
+Defaults: beam search (3 beams), max length 20, min length 4 (both counted with the prompt
+tokens), repetition penalty 6.0. The original decoded greedily (``num_beams=1``) with the same
+lengths and penalty and replaced "/" in captions with a space (``slash_to_space=True``); both
+are part of ``--recipe original`` (models/recipes.py).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ DEFAULT_PROMPT = "a picture of "
 
 @dataclass(frozen=True)
 class CaptionSettings:
-    """Decoding settings; ``sample`` switches from beam search to nucleus sampling (seeded)."""
+    """Decoding settings; ``sample`` switches from beam search to nucleus sampling (seeded);
+    ``slash_to_space`` replaces "/" in the decoded captions with a space (the original's)."""
 
     prompt: str = DEFAULT_PROMPT
     num_beams: int = 3
@@ -33,6 +36,7 @@ class CaptionSettings:
     top_p: float = 0.9
     temperature: float = 1.0
     seed: int = 0
+    slash_to_space: bool = False
 
     def generate_kwargs(self) -> dict:
         """Keyword arguments for ``generate``."""
@@ -98,7 +102,12 @@ def caption_embeddings(model, processor, embeddings: np.ndarray | torch.Tensor, 
                 **settings.generate_kwargs(),
             )
             captions += [c.strip() for c in processor.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)]
-    return captions
+    return [finish_caption(c, settings) for c in captions]
+
+
+def finish_caption(caption: str, settings: CaptionSettings) -> str:
+    """A decoded caption after the settings' text rules ("/" -> " " when ``slash_to_space``)."""
+    return caption.replace("/", " ").strip() if settings.slash_to_space else caption
 
 
 def strip_prompt(caption: str, prompt: Sequence[str] | str = DEFAULT_PROMPT) -> str:

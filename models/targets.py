@@ -1,17 +1,22 @@
 """Regression targets from stimulus videos: Zeroscope VAE latents, BLIP and CLIP embeddings.
 
 Every target starts from the same 15 frames per video, picked by ``linspace`` over all
-decoded frames (``utils.video.sample_frames``), so variable frame rates never matter.
+decoded frames (``utils.video.sample_frames``; rounded, or floored with ``--frame-sampling
+floor`` as the original), so variable frame rates never matter. Resizing is bilinear with
+antialiasing unless ``--no-resize-antialias`` (the original's). ``--recipe original`` sets
+these and the other settings of models/recipes.py at once.
 
 - ``z_zeroscope`` (:func:`vae_latents`): frames resized (squashed) to ``size`` x ``size``
   (268 for the real preset), scaled to [-1, 1], VAE-encoded, times
-  ``vae.config.scaling_factor`` -> float32 (15, 4, size/8, size/8), (15, 4, 33, 33) at 268.
+  ``vae.config.scaling_factor`` -> float32 (15, 4, size/8, size/8), (15, 4, 33, 33) at 268;
+  stored as ``--z-dtype`` (float32, or float16 as the original).
   ``mode="mean"`` (the default, ``ZeroscopeTargetSettings.latent``) takes the posterior mean.
   The original pipeline took ``latent_dist.sample()`` (unseeded); here ``mode="sample"`` draws
   the posterior noise from a generator seeded per stimulus (:func:`utils.seeds.stimulus_seed`),
   so results do not depend on batching or order and a rerun gives the same numbers.
 - ``blip`` (:func:`blip_embeddings`): frames resized (squashed) to the BLIP size (240 real),
-  in [0, 1], then BLIP's normalisation (mean/std of CLIP), through the BLIP vision encoder
+  in [0, 1], then BLIP's normalisation (mean/std of CLIP; the original skipped it:
+  ``--no-blip-normalize``), through the BLIP vision encoder
   with position embeddings interpolated; last hidden state averaged over the 15 frames ->
   float32 (tokens, dim), (226, 768) for BLIP base at 240.
 - ``clip`` / ``clip_frames`` (:func:`clip_image_embeddings`): frames resized by their
@@ -20,6 +25,13 @@ decoded frames (``utils.video.sample_frames``), so variable frame rates never ma
   their mean (dim,).
 - ``clip_text`` (:func:`clip_text_embeddings`): projected CLIP text embeddings (not
   L2-normalised) of a stimulus' human captions, averaged -> (dim,).
+- ``c_zeroscope`` (:func:`zeroscope_text_states`): the Zeroscope text encoder's last hidden
+  state of a stimulus' captions (padded to 77 tokens, as reconstruction encodes prompts),
+  averaged over the captions -> float32 (77, D), (77, 1024) for the real encoder.
+
+Every target folder carries ``settings.json`` (``utils.provenance``): the recipe and the
+settings that determine its files (:func:`target_settings`); ``utils.targets`` checks it
+before writing and before reading.
 
 :func:`iter_loaded` decodes videos in background threads while the model runs, and
 :func:`run_batches` drives a per-batch callback, turning undecodable videos into per-stimulus
@@ -27,6 +39,7 @@ failures (``VideoDecodeError`` naming the file) instead of stopping the run.
 """
 from __future__ import annotations
 
+import argparse
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,14 +51,27 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.recipes import DEFAULT_RECIPE, FRAME_SAMPLING, RECIPES, Z_DTYPES, get_recipe
 from utils import layout
-from utils.datasets import get_spec, list_stimuli, stimulus_path
+from utils.cli import positive_int
+from utils.datasets import annotations_path, get_spec, has_annotations, list_stimuli, load_annotations, stimulus_path
+from utils.io import read_json
 from utils.seeds import stimulus_seed
 from utils.video import VideoDecodeError, resize_frames, sample_frames
 
 N_FRAMES = 15
 SUBSETS = ("train", "test", "all")
 LATENT_MODES = ("mean", "sample")
+DEFAULT = get_recipe(DEFAULT_RECIPE)
+# The recipe fields (models/recipes.py) that determine each target's files.
+RECIPE_FIELDS = {
+    "z_zeroscope": ("frame_sampling", "resize_antialias", "latent", "z_dtype"),
+    "blip": ("frame_sampling", "resize_antialias", "blip_normalize", "caption_beams", "caption_slash_to_space"),
+    "clip": ("frame_sampling", "resize_antialias"),
+    "clip_frames": ("frame_sampling", "resize_antialias"),
+    "clip_text": (),
+    "c_zeroscope": (),
+}
 
 
 @dataclass(frozen=True)
@@ -58,7 +84,7 @@ class ZeroscopeTargetSettings:
     """
 
     size: int | None = None
-    latent: str = "mean"
+    latent: str = DEFAULT.latent
     frames_per_forward: int = 60
     workers: int = 2
 
@@ -73,7 +99,7 @@ class BlipTargetSettings:
     """
 
     image_size: int | None = None
-    blip_normalize: bool = True
+    blip_normalize: bool = DEFAULT.blip_normalize
     captions: bool = True
     clip: bool = True
     workers: int = 2
@@ -155,14 +181,90 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
     return (x - m) / s
 
 
-def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
+def resize_center_crop(frames: np.ndarray, size: int, antialias: bool = True) -> np.ndarray:
     """uint8 (T, H, W, 3) -> (T, size, size, 3): shortest side to ``size``, then centre crop (CLIP)."""
     h, w = frames.shape[1:3]
     scale = size / min(h, w)
     rh, rw = max(size, round(h * scale)), max(size, round(w * scale))
-    resized = resize_frames(frames, (rh, rw))
+    resized = resize_frames(frames, (rh, rw), antialias)
     top, left = (rh - size) // 2, (rw - size) // 2
     return np.ascontiguousarray(resized[:, top : top + size, left : left + size])
+
+
+# ---------------------------------------------------------------- recipe flags
+
+# For ``utils.cli.parse_args(..., bundle=RECIPE_BUNDLE)``: ``--recipe`` switches the defaults of the recipe flags.
+RECIPE_BUNDLE = ("recipe", lambda name: get_recipe(name).flags())
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, fields: Sequence[str]) -> None:
+    """``--recipe`` and the individual flags of the recipe ``fields`` a stage uses (dest = field name);
+    their defaults are the default recipe's until ``--recipe`` switches them."""
+    parser.add_argument(
+        "--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
+        help="target recipe: 'default' = this project's, 'original' = the original Brain Netflix code's; sets the defaults "
+        "of the flags below (README table; an explicit flag still wins) (default: %(default)s)",
+    )
+    switch = argparse.BooleanOptionalAction
+    flags: dict[str, tuple[str, dict[str, Any], str]] = {
+        "frame_sampling": ("--frame-sampling", {"choices": FRAME_SAMPLING}, "linspace frame indices rounded, or floored as the original"),
+        "resize_antialias": ("--resize-antialias", {"action": switch}, "antialiased bilinear resizing; --no-resize-antialias as the original"),
+        "latent": ("--latent", {"choices": LATENT_MODES}, "posterior mean, or a sample seeded per stimulus as the original"),
+        "z_dtype": ("--z-dtype", {"choices": Z_DTYPES}, "dtype of the stored latents; the original stored float16"),
+        "blip_normalize": ("--blip-normalize", {"action": switch}, "BLIP's mean/std normalisation after scaling to [0, 1]; the original skipped it"),
+        "caption_beams": ("--caption-beams", {"type": positive_int}, "beam width of caption decoding; 1 = greedy as the original"),
+        "caption_slash_to_space": ("--caption-slash-to-space", {"action": switch}, "replace '/' in captions with a space as the original"),
+    }
+    for name in fields:
+        option, kwargs, text = flags[name]
+        parser.add_argument(option, dest=name, default=getattr(DEFAULT, name), help=f"{text} (default: by --recipe, %(default)s)", **kwargs)
+
+
+def record_settings(target: str, flags: dict[str, Any], **facts: Any) -> dict[str, Any]:
+    """The settings recorded for a target folder: the recipe name, the recipe fields that apply
+    to ``target`` (their values from ``flags``, the parsed arguments) and ``facts`` (sizes,
+    model source, preset, seed, frame count)."""
+    return {"recipe": flags["recipe"], **{name: flags[name] for name in RECIPE_FIELDS[target]}, **facts}
+
+
+# ---------------------------------------------------------------- captions
+
+
+def dataset_annotations(data_root: str | Path | None, dataset: str) -> dict | None:
+    """Human captions of datasets that have them (BMD, demo); None otherwise or when absent."""
+    if not has_annotations(dataset):
+        return None
+    if not annotations_path(data_root, dataset).exists():
+        print(f"note: {annotations_path(data_root, dataset)} is missing, so no human captions "
+              f"(run `python download_data.py --dataset {dataset}` to get the annotations)")
+        return None
+    return load_annotations(data_root, dataset)
+
+
+def conditioning_captions(data_root: str | Path | None, dataset: str, stimuli: Sequence[str]) -> tuple[dict[str, list[str]], str]:
+    """``({stimulus: captions}, source)`` for ``c_zeroscope``: the human captions (annotations'
+    ``text_descriptions``) where the dataset has them, else the BLIP captions of captions.json.
+    Raises naming the stimuli without any caption and the command that makes them."""
+    if has_annotations(dataset):
+        if not annotations_path(data_root, dataset).exists():
+            raise FileNotFoundError(
+                f"{annotations_path(data_root, dataset)} is missing: c_zeroscope encodes the human captions; "
+                f"run `python download_data.py --dataset {dataset}` first."
+            )
+        notes = load_annotations(data_root, dataset)
+        captions, source = {s: human_captions(notes, s) for s in stimuli}, "annotations"
+    else:
+        blip = read_json(layout.captions_path(data_root, dataset), default={})
+        captions, source = {s: [blip[s]] if blip.get(s) else [] for s in stimuli}, "blip_captions"
+    missing = [s for s, c in captions.items() if not c]
+    if missing:
+        where = annotations_path(data_root, dataset) if source == "annotations" else layout.captions_path(data_root, dataset)
+        how = f"`python download_data.py --dataset {dataset}`" if source == "annotations" else f"`python extract_targets_blip.py --dataset {dataset}`"
+        raise FileNotFoundError(
+            f"No caption for {len(missing)} of {len(stimuli)} {dataset} stimuli in {where} (e.g. {missing[:5]}): "
+            f"c_zeroscope encodes each stimulus' captions; run {how} first."
+        )
+    return captions, source
 
 
 # ---------------------------------------------------------------- models
@@ -256,6 +358,29 @@ def clip_text_embeddings(model: Any, tokenizer: Any, captions: Sequence[Sequence
         out.append(features[start : start + len(group)].mean(dim=0))
         start += len(group)
     return torch.stack(out).numpy()
+
+
+@torch.inference_mode()
+def zeroscope_text_states(text_encoder: Any, tokenizer: Any, captions: Sequence[Sequence[str]]) -> np.ndarray:
+    """Zeroscope text-encoder last hidden states of each stimulus' captions (padded to the
+    tokenizer's 77 tokens, as reconstruction encodes prompts), averaged -> float32 (B, 77, D)."""
+    from models.video_diffusion import encode_prompts
+
+    device = next(text_encoder.parameters()).device
+    flat = [c for group in captions for c in group]
+    if not flat or not all(captions):
+        raise ValueError("zeroscope_text_states needs at least one caption per stimulus.")
+    states = encode_prompts(text_encoder, tokenizer, flat, device).float().cpu()  # (sum n_i, 77, D)
+    out, start = [], 0
+    for group in captions:
+        out.append(states[start : start + len(group)].mean(dim=0))
+        start += len(group)
+    return torch.stack(out).numpy()
+
+
+def text_states_shape(text_encoder: Any, tokenizer: Any) -> tuple[int, int]:
+    """(tokens, dim) of ``c_zeroscope``: (77, 1024) for the real Zeroscope text encoder."""
+    return int(tokenizer.model_max_length), int(text_encoder.config.hidden_size)
 
 
 # ---------------------------------------------------------------- running
@@ -354,12 +479,15 @@ def run_batches(
     return stats
 
 
-def frame_loader(n_frames: int = N_FRAMES, transforms: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None) -> Callable[[Path], Any]:
-    """A loader: sample ``n_frames`` frames (uint8 (T, H, W, 3)); with ``transforms`` return
-    ``{name: transform(frames)}`` instead (resizing happens in the decode threads)."""
+def frame_loader(
+    n_frames: int = N_FRAMES, transforms: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None, rounding: str = DEFAULT.frame_sampling
+) -> Callable[[Path], Any]:
+    """A loader: sample ``n_frames`` frames (uint8 (T, H, W, 3)) with ``rounding`` of the linspace
+    indices; with ``transforms`` return ``{name: transform(frames)}`` instead (resizing happens
+    in the decode threads)."""
 
     def load(path: Path) -> Any:
-        frames = sample_frames(path, n_frames)  # (T, H, W, 3) uint8, native size
+        frames = sample_frames(path, n_frames, rounding=rounding)  # (T, H, W, 3) uint8, native size
         if transforms is None:
             return frames
         return {name: fn(frames) for name, fn in transforms.items()}
@@ -367,14 +495,14 @@ def frame_loader(n_frames: int = N_FRAMES, transforms: dict[str, Callable[[np.nd
     return load
 
 
-def squash_resize(size: int) -> Callable[[np.ndarray], np.ndarray]:
+def squash_resize(size: int, antialias: bool = True) -> Callable[[np.ndarray], np.ndarray]:
     """Transform: resize frames to ``size`` x ``size`` ignoring aspect (as the original pipeline)."""
-    return lambda frames: resize_frames(frames, size)
+    return lambda frames: resize_frames(frames, size, antialias)
 
 
-def center_crop(size: int) -> Callable[[np.ndarray], np.ndarray]:
+def center_crop(size: int, antialias: bool = True) -> Callable[[np.ndarray], np.ndarray]:
     """Transform: shortest side to ``size`` then centre crop (CLIP's processor)."""
-    return lambda frames: resize_center_crop(frames, size)
+    return lambda frames: resize_center_crop(frames, size, antialias)
 
 
 def human_captions(annotations: dict | None, stimulus: str) -> list[str]:

@@ -6,7 +6,9 @@ multistep for Zeroscope), ``UNet3DConditionModel`` and the ``AutoencoderKL`` dec
 
 Flow for a batch of clips (B clips, C latent channels, F frames, h x w latent pixels):
 
-1. ``encode_prompts``: captions and the negative prompt -> text states (B, L, D).
+1. ``encode_prompts``: captions and the negative prompt -> text states (B, L, D); or the
+   caller gives the conditional states itself (``prompt_embeds``, e.g. predicted
+   ``c_zeroscope`` (77, 1024)) and only the negative prompt is encoded.
 2. ``denoising_timesteps``: the last ``int(steps * strength)`` timesteps of a ``steps``-step
    schedule (strength 0 -> none, strength 1 -> all of them).
 3. ``initial_latents``: the given latents (B, C, F, h, w) re-noised to the first of those
@@ -52,6 +54,11 @@ class DiffusionSettings:
             raise ValueError(f"strength must be in [0, 1], got strength={self.strength}.")
         if self.decode_chunk < 1:
             raise ValueError(f"decode_chunk must be >= 1, got decode_chunk={self.decode_chunk}.")
+
+
+# The original's second path, conditioned on predicted prompt embeddings (c_zeroscope):
+# 50 steps, strength 0.3 (DATA_FORMATS section 4); guidance and the rest as above.
+CONDITIONING_DEFAULTS = DiffusionSettings(steps=50, strength=0.3)
 
 
 def to_unet_layout(latents: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -213,6 +220,11 @@ class VideoDiffusion:
         return self.unet.device
 
     @property
+    def prompt_embeds_shape(self) -> tuple[int, int]:
+        """(tokens, dim) of one clip's text states: (tokenizer max length, text encoder hidden size), (77, 1024) for Zeroscope."""
+        return int(self.tokenizer.model_max_length), int(self.text_encoder.config.hidden_size)
+
+    @property
     def latent_channels(self) -> int:
         """Channels the UNet expects (4 for Zeroscope)."""
         return int(self.unet.config.in_channels)
@@ -229,16 +241,47 @@ class VideoDiffusion:
                 f"VAE latent_channels={self.vae.config.latent_channels} differs from UNet in_channels={self.latent_channels}."
             )
 
-    def __call__(self, latents: torch.Tensor, prompts: Sequence[str], seeds: Sequence[int], settings: DiffusionSettings, progress=None) -> np.ndarray:
-        """Reconstruct clips: latents (B, C, F, h, w) scaled like the targets -> uint8 frames (B, F, H, W, 3)."""
+    def check_prompt_embeds(self, prompt_embeds: torch.Tensor, clips: int) -> None:
+        """Raise when ``prompt_embeds`` is not (clips, tokens, dim) = (clips, *prompt_embeds_shape)."""
+        expected = (clips, *self.prompt_embeds_shape)
+        if tuple(prompt_embeds.shape) != expected:
+            raise ValueError(
+                f"prompt_embeds must be (clips, tokens, dim) = {expected} for this model (tokenizer max length "
+                f"{expected[1]}, text encoder hidden size {expected[2]}); found {tuple(prompt_embeds.shape)}."
+            )
+
+    def __call__(
+        self,
+        latents: torch.Tensor,
+        prompts: Sequence[str] | None,
+        seeds: Sequence[int],
+        settings: DiffusionSettings,
+        progress=None,
+        prompt_embeds: torch.Tensor | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Reconstruct clips: latents (B, C, F, h, w) scaled like the targets -> uint8 frames (B, F, H, W, 3).
+
+        The clips are conditioned on ``prompts`` (B texts, encoded here) or, when ``prompts`` is
+        None, on ``prompt_embeds`` (B, L, D) given directly (e.g. predicted ``c_zeroscope``);
+        either way guidance runs against the negative prompt's encoding.
+        """
         self.check_latents(latents)
-        if len(prompts) != latents.shape[0]:
-            raise ValueError(f"Need one prompt per clip: {latents.shape[0]} clips, {len(prompts)} prompts.")
+        clips = latents.shape[0]
+        if (prompts is None) == (prompt_embeds is None):
+            raise ValueError("Give exactly one of prompts (texts) and prompt_embeds (clips, tokens, dim).")
+        if prompt_embeds is not None:
+            prompt_embeds = torch.as_tensor(prompt_embeds)
+            self.check_prompt_embeds(prompt_embeds, clips)
+        elif len(prompts) != clips:
+            raise ValueError(f"Need one prompt per clip: {clips} clips, {len(prompts)} prompts.")
         latents = latents.to(self.device)
         if settings.strength > 0:
-            cond = encode_prompts(self.text_encoder, self.tokenizer, prompts, self.device)
+            if prompt_embeds is None:
+                cond = encode_prompts(self.text_encoder, self.tokenizer, prompts, self.device)
+            else:
+                cond = prompt_embeds.to(self.device, self.text_encoder.dtype)
             uncond = None
             if settings.guidance_scale > 1.0:
-                uncond = encode_prompts(self.text_encoder, self.tokenizer, [settings.negative_prompt] * len(prompts), self.device)
+                uncond = encode_prompts(self.text_encoder, self.tokenizer, [settings.negative_prompt] * clips, self.device)
             latents = denoise(self.unet, self.scheduler, latents, cond, uncond, seeds, settings, progress)
         return decode_latents(self.vae, latents, settings.decode_chunk)

@@ -65,11 +65,12 @@ def test_config_refuses_unknown_keys_and_bad_booleans(tmp_path):
 
 
 def test_cli_defaults_are_the_library_defaults():
-    recon = cli.parse_args(importlib.import_module("reconstruct_zeroscope").build_parser(), [])
+    reconstruct = importlib.import_module("reconstruct_zeroscope")
+    recon = cli.parse_args(reconstruct.build_parser(), [])
     diffusion, caption = DiffusionSettings(), CaptionSettings()
-    assert (recon.steps, recon.strength, recon.guidance_scale, recon.negative_prompt, recon.decode_chunk) == (
-        diffusion.steps, diffusion.strength, diffusion.guidance_scale, diffusion.negative_prompt, diffusion.decode_chunk
-    )
+    assert reconstruct.diffusion_settings(recon) == diffusion  # the caption path's defaults are DiffusionSettings'
+    conditioning = reconstruct.diffusion_settings(cli.parse_args(reconstruct.build_parser(), ["--condition", "c_zeroscope"]))
+    assert (conditioning.steps, conditioning.strength) == (50, 0.3)  # the original's second path
     assert (recon.caption_beams, recon.caption_max_length, recon.caption_min_length, recon.repetition_penalty) == (
         caption.num_beams, caption.max_length, caption.min_length, caption.repetition_penalty
     )

@@ -71,6 +71,9 @@ def demo_root(tmp_path_factory):
         path = layout.target_path(root, "demo", "clip", str(name))
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, vector.astype(np.float32))
+    from utils import provenance
+
+    provenance.write_settings(layout.targets_dir(root, "demo", "clip"), "test", {"recipe": "default"})
     return root
 
 

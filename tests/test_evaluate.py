@@ -93,7 +93,7 @@ def test_pixel_only_and_changed_inputs(demo_root: Path, tmp_path: Path):
     argv = ["--data-root", str(demo_root), "--reconstructions", run, "--no-semantic", "--limit", "3", "--report-size", "32"]
     assert evaluate.main(argv) == 0
     result = json.loads((layout.evaluation_dir(demo_root, run) / "metrics.json").read_text())
-    assert set(result["metrics"]) == {"ssim", "psnr"} and result["n_clips"] == 3
+    assert set(result["metrics"]) == {"ssim", "ssim_mindvideo", "psnr"} and result["n_clips"] == 3
     assert result["metrics"]["ssim"]["mean"] > 0.9  # same frames, re-encoded
     # A changed reconstruction changes the fingerprint, so the run is evaluated again.
     frames = np.zeros((8, 32, 32, 3), np.uint8)
@@ -130,7 +130,7 @@ def test_yaml_config_sets_flags_and_command_line_wins(demo_root: Path, tmp_path:
     make_reconstructions(demo_root, run, noise=0, n_frames=8, size=32)
     assert evaluate.main(["--data-root", str(demo_root), "--reconstructions", run, "--config", str(config)]) == 0
     result = json.loads((layout.evaluation_dir(demo_root, run) / "metrics.json").read_text())
-    assert result["n_clips"] == 2 and set(result["metrics"]) == {"ssim", "psnr"} and result["settings"]["n_ways"] == [2, 5]
+    assert result["n_clips"] == 2 and set(result["metrics"]) == {"ssim", "ssim_mindvideo", "psnr"} and result["settings"]["n_ways"] == [2, 5]
     config.write_text("n_way: [2]\n")
     with pytest.raises(ValueError, match="unknown key 'n_way'"):
         evaluate.main(["--data-root", str(demo_root), "--config", str(config)])

@@ -13,7 +13,7 @@ from utils import cli
 
 def readme_commands() -> list[list[str]]:
     """(script, *args) of each `python X.py ...` / `accelerate launch ... X.py ...` line."""
-    text = (REPO / "README.md").read_text()
+    text = re.sub(r"\\\n\s*", " ", (REPO / "README.md").read_text())  # join continued lines
     commands = []
     for line in re.findall(r"^(?:python|accelerate launch) [^\n]+", text, re.M):
         tokens = shlex.split(line.split("#")[0])

@@ -25,6 +25,8 @@ RIDGE = ["--alphas", "10", "100", "1000", "10000", "100000", "--cv", "3"]
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     """Demo with 3 prepared subjects; targets = fixed random linear maps of the true stimulus features."""
+    from utils import provenance
+
     data_root = tmp_path_factory.mktemp("regress_demo")
     make_demo(data_root, n_subjects=3, n_train=N_TRAIN, n_test=N_TEST, size=16, n_frames=4, snr=1.0)
     for subject in (1, 2, 3):
@@ -36,6 +38,7 @@ def root(tmp_path_factory):
         weights = rng.standard_normal((features.shape[1], int(np.prod(shape)))) / np.sqrt(features.shape[1])
         for stimulus, row in zip(truth["stimuli"], features @ weights, strict=True):
             save_npy(layout.target_path(data_root, "demo", target, str(stimulus)), row.reshape(shape).astype(np.float32))
+        provenance.write_settings(layout.targets_dir(data_root, "demo", target), "test", {"recipe": "default"})
     return data_root
 
 

@@ -47,10 +47,10 @@ def test_pixel_run_summary_and_mismatched_baseline():
             scoring.add_pixel_scores(scores, clip, clips[i - 1], grayscale=True, mismatched=True)
     settings = EvaluationSettings(seed=0, batch_size=8, semantic=False)
     out, skipped = scoring.summarize_run(scores, ["a", "b", "c"], settings, None, {}, {})
-    assert set(out) == {"ssim", "psnr"} and skipped == {"semantic metrics": "--no-semantic"}
+    assert set(out) == {"ssim", "ssim_mindvideo", "psnr"} and skipped == {"semantic metrics": "--no-semantic"}
     assert out["ssim"]["mean"] == pytest.approx(1.0) and out["ssim"]["n"] == 3 and out["ssim"]["baseline"] < 0.2
     assert out["psnr"]["mean"] == 100.0 and out["psnr"]["baseline_label"] == "mismatched"
-    assert list(scores.full_columns(3)) == ["ssim", "psnr"]
+    assert list(scores.full_columns(3)) == ["ssim", "ssim_mindvideo", "psnr"]
     recorded = scoring.recorded_settings(settings, 3, 16)
     assert recorded == {"n_frames": 3, "eval_size": 16, "ssim": "grayscale", "n_trials": 100, "n_ways": [2, 50], "gt_top_k": 3,
                         "seed": 0, "semantic": False}

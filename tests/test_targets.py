@@ -155,7 +155,7 @@ def test_zeroscope_resume_after_interruption(demo_root: Path, monkeypatch: pytes
     with pytest.raises(KeyboardInterrupt):
         extract_targets_zeroscope.main(args)
     out_dir = layout.targets_dir(demo_root, "demo", "z_zeroscope")
-    assert sorted(p.name for p in out_dir.iterdir()) == ["0001.npy", "0002.npy"]  # no temp files, no more
+    assert sorted(p.name for p in out_dir.iterdir()) == ["0001.npy", "0002.npy", "settings.json"]  # no temp files, no more
     monkeypatch.setattr(targets, "vae_latents", real)
     first = np.load(z_path(demo_root, "0001"))
     assert extract_targets_zeroscope.main(args) == 0
@@ -279,3 +279,180 @@ def test_split_done_and_summary(tmp_path, capsys):
     assert "FAILED c: c.mp4 is not a video" in capsys.readouterr().out
     assert targets.print_summary(targets.RunStats(written=["a"]), tmp_path) == 0
 
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def parsed(module, argv: list[str]) -> dict:
+    from utils.cli import parse_args
+
+    return vars(parse_args(module.build_parser(), argv, bundle=targets.RECIPE_BUNDLE))
+
+
+def test_recipe_original_changes_exactly_the_recipe_fields() -> None:
+    from models.recipes import get_recipe
+
+    original = get_recipe("original")
+    for module, fields in ((extract_targets_zeroscope, targets.RECIPE_FIELDS["z_zeroscope"]), (extract_targets_blip, targets.RECIPE_FIELDS["blip"])):
+        default, switched = parsed(module, []), parsed(module, ["--recipe", "original"])
+        changed = {k for k in default if default[k] != switched[k]}
+        assert changed == {"recipe", *fields}, module.__name__
+        assert all(switched[f] == getattr(original, f) for f in fields)
+    explicit = parsed(extract_targets_zeroscope, ["--recipe", "original", "--latent", "mean", "--resize-antialias"])
+    assert (explicit["latent"], explicit["resize_antialias"], explicit["z_dtype"], explicit["frame_sampling"]) == ("mean", True, "float16", "floor")
+    explicit = parsed(extract_targets_blip, ["--caption-beams", "5", "--recipe", "original", "--blip-normalize"])
+    assert (explicit["caption_beams"], explicit["blip_normalize"], explicit["caption_slash_to_space"]) == (5, True, True)
+
+
+def test_caption_slash_to_space() -> None:
+    from models.captioning import CaptionSettings, finish_caption
+
+    assert finish_caption("a man/woman walks", CaptionSettings(slash_to_space=True)) == "a man woman walks"
+    assert finish_caption("a man/woman walks", CaptionSettings()) == "a man/woman walks"
+
+
+def test_bmd_original_recipe_floored_unnormalised_float16(bmd_root: Path, bmd_sample_videos: list[Path]) -> None:
+    """--recipe original on a real BMD mp4: floored indices, plain bilinear, [0, 1] BLIP pixels, float16 z."""
+    from utils.video import resize_frames
+
+    video = bmd_sample_videos[0]
+    base = ["--data-root", str(bmd_root), "--dataset", "bmd", "--preset", "tiny", "--no-progress", "--stimuli", video.stem, "--recipe", "original"]
+    assert extract_targets_zeroscope.main([*base, "--size", "64"]) == 0
+    assert extract_targets_blip.main([*base, "--no-clip"]) == 0
+    frames = read_video(video)
+    picked = frames[np.linspace(0, len(frames) - 1, 15, dtype=int)]  # the original's floored indices
+
+    vae = zoo.load_zeroscope("tiny", parts=("vae",))["vae"]
+    z = np.load(layout.target_path(bmd_root, "bmd", "z_zeroscope", video.stem))
+    assert z.dtype == np.float16 and z.shape == (15, 4, 8, 8)
+    latent = targets.vae_latents(vae, resize_frames(picked, 64, antialias=False)[None], [video.stem], "sample", seed=0)[0]
+    np.testing.assert_array_equal(z, latent.astype(np.float16))
+
+    blip, _ = zoo.load_blip("tiny")
+    pixels = torch.from_numpy(resize_frames(picked, 32, antialias=False)).permute(0, 3, 1, 2).float() / 255  # [0, 1], no mean/std
+    with torch.inference_mode():
+        expected = blip.vision_model(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state.mean(dim=0)
+    stored = np.load(layout.target_path(bmd_root, "bmd", "blip", video.stem))
+    assert stored.dtype == np.float32
+    np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-5, atol=1e-5)
+    record = read_json(layout.settings_path(layout.targets_dir(bmd_root, "bmd", "blip")))["settings"]
+    assert record["recipe"] == "original" and record["blip_normalize"] is False and record["caption_beams"] == 1
+    z_record = read_json(layout.settings_path(layout.targets_dir(bmd_root, "bmd", "z_zeroscope")))["settings"]
+    assert z_record | {"seed": 0} == z_record and z_record["z_dtype"] == "float16" and z_record["frame_sampling"] == "floor"
+
+
+# ---------------------------------------------------------------- target records
+
+
+def test_every_target_folder_gets_a_record_and_other_recipes_are_refused(demo_root: Path) -> None:
+    from utils.provenance import SettingsMismatchError
+
+    base = ["--data-root", str(demo_root), *DEMO_ARGS, "--size", "32"]
+    assert extract_targets_zeroscope.main(base) == 0
+    assert extract_targets_blip.main([*DEMO_ARGS, "--data-root", str(demo_root), "--caption-beams", "1"]) == 0
+    for target in ("z_zeroscope", "blip", "clip", "clip_frames", "clip_text"):
+        record = read_json(layout.settings_path(layout.targets_dir(demo_root, "demo", target)))
+        assert record["settings"]["recipe"] == "default" and record["settings"]["preset"] == "tiny", target
+    before = mtimes(layout.targets_dir(demo_root, "demo", "z_zeroscope"))
+    with pytest.raises(SettingsMismatchError, match=r"z_zeroscope.*found recipe 'default', asked recipe 'original'.*--overwrite.*--data-root.*--adopt"):
+        extract_targets_zeroscope.main([*base, "--recipe", "original"])
+    with pytest.raises(SettingsMismatchError, match=r"blip.*caption_beams: recorded 1, asked 3"):
+        extract_targets_blip.main([*DEMO_ARGS, "--data-root", str(demo_root)])
+    assert mtimes(layout.targets_dir(demo_root, "demo", "z_zeroscope")) == before
+    with pytest.raises(SettingsMismatchError, match="would leave 5 of its 6 files"):
+        extract_targets_zeroscope.main([*base, "--recipe", "original", "--overwrite", "--limit", "1"])
+    assert extract_targets_zeroscope.main([*base, "--recipe", "original", "--overwrite"]) == 0
+    assert np.load(z_path(demo_root, "0001")).dtype == np.float16
+    assert read_json(layout.settings_path(layout.targets_dir(demo_root, "demo", "z_zeroscope")))["settings"]["recipe"] == "original"
+    assert extract_targets_zeroscope.main([*base, "--recipe", "original"]) == 0  # same settings: resume
+
+    layout.settings_path(layout.targets_dir(demo_root, "demo", "z_zeroscope")).unlink()
+    with pytest.raises(SettingsMismatchError, match=r"z_zeroscope holds outputs without a record.*asked recipe 'original'.*--adopt"):
+        extract_targets_zeroscope.main([*base, "--recipe", "original"])
+
+
+def test_adopting_foreign_float16_latents_then_regress_style_loading(demo_root: Path) -> None:
+    from utils.provenance import SettingsMismatchError
+    from utils.regression_data import training_targets
+    from utils.targets import load_targets, target_settings
+
+    stimuli = ["0001", "0002", "0003", "0004", "0005", "0006"]
+    rng = np.random.default_rng(0)
+    copied = {s: rng.standard_normal((15, 4, 4, 4)).astype(np.float16) for s in stimuli[:4]}  # the original's files copied in
+    for s, array in copied.items():
+        z_path(demo_root, s).parent.mkdir(parents=True, exist_ok=True)
+        np.save(z_path(demo_root, s), array)
+    with pytest.raises(SettingsMismatchError, match=r"z_zeroscope \(z_zeroscope targets of demo\) has no record.*--adopt"):
+        load_targets(demo_root, "demo", "z_zeroscope", stimuli[:4])
+    base = ["--data-root", str(demo_root), *DEMO_ARGS, "--size", "32", "--adopt"]
+    with pytest.raises(ValueError, match=r"Cannot adopt .*float32 \(15, 4, 4, 4\) files, but 0001.npy: float16"):
+        extract_targets_zeroscope.main(base)  # the default recipe makes float32
+    before = mtimes(layout.targets_dir(demo_root, "demo", "z_zeroscope"))
+    assert extract_targets_zeroscope.main([*base, "--recipe", "original"]) == 0
+    after = mtimes(layout.targets_dir(demo_root, "demo", "z_zeroscope"))
+    assert {k: after[k] for k in before} == before and sorted(after) == [f"{s}.npy" for s in stimuli]  # kept, and the rest made
+    record = target_settings(demo_root, "demo", "z_zeroscope")
+    assert record["adopted"] is True and record["recipe"] == "original"
+    assert extract_targets_zeroscope.main([*base, "--recipe", "original"]) == 0  # an adopted record resumes
+    Y, shape = training_targets(demo_root, "z_zeroscope", [("demo", s) for s in stimuli])
+    assert shape == (15, 4, 4, 4) and Y.dtype == np.float32
+    np.testing.assert_array_equal(Y[0], copied["0001"].astype(np.float32).ravel())
+
+    bad = layout.targets_dir(demo_root.parent / "other", "demo", "z_zeroscope")
+    bad.mkdir(parents=True)
+    np.save(bad / "0001.npy", np.zeros((15, 4, 5, 5), np.float16))
+    for folder in ("stimuli_demo", "metadata_demo"):
+        shutil.copytree(demo_root / folder, demo_root.parent / "other" / folder)
+    with pytest.raises(ValueError, match=r"0001.npy: float16 \(15, 4, 5, 5\)"):
+        extract_targets_zeroscope.main([*base, "--recipe", "original", "--data-root", str(demo_root.parent / "other")])
+
+
+def test_mixed_recipes_are_refused(tmp_path: Path) -> None:
+    from utils.provenance import SettingsMismatchError, write_settings
+    from utils.targets import check_same_recipe, load_targets
+
+    for dataset, recipe in (("demo", "default"), ("bmd", "original")):
+        save_path = layout.target_path(tmp_path, dataset, "blip", "0001")
+        save_path.parent.mkdir(parents=True)
+        np.save(save_path, np.ones((3, 2), np.float32))
+        write_settings(save_path.parent, "extract_targets_blip", {"recipe": recipe})
+    assert load_targets(tmp_path, "demo", "blip", ["0001"])[1] == (3, 2)
+    with pytest.raises(SettingsMismatchError, match=r"mixes recipes.*target_vectors_demo/blip has recipe 'default'.*target_vectors_bmd/blip has recipe 'original'"):
+        check_same_recipe(tmp_path, "blip", ["demo", "bmd"])
+    with pytest.raises(SettingsMismatchError, match=r"target_vectors_bmd/blip has recipe 'original', asked recipe 'default'"):
+        load_targets(tmp_path, "bmd", "blip", ["0001"], recipe="default")
+    assert set(check_same_recipe(tmp_path, "blip", ["demo", "demo"])) == {"demo"}
+
+
+# ---------------------------------------------------------------- c_zeroscope
+
+
+def test_c_zeroscope_targets_on_the_demo(demo_root: Path) -> None:
+    from models.video_diffusion import encode_prompts
+    from utils.targets import TARGET_SCRIPTS, load_targets, target_command
+
+    args = ["--data-root", str(demo_root), *DEMO_ARGS, "--size", "32", "--batch-size", "4"]
+    assert extract_targets_zeroscope.main(args) == 0
+    assert not layout.targets_dir(demo_root, "demo", "c_zeroscope").exists()  # default: z_zeroscope only
+    assert extract_targets_zeroscope.main([*args, "--targets", "z_zeroscope", "c_zeroscope"]) == 0
+    folder = layout.targets_dir(demo_root, "demo", "c_zeroscope")
+    parts = zoo.load_zeroscope("tiny", parts=("text_encoder", "tokenizer"))
+    width = parts["text_encoder"].config.hidden_size
+    notes = read_json(layout.annotations_path(demo_root, "demo"))
+    for stim in ("0001", "0006"):
+        stored = np.load(layout.target_path(demo_root, "demo", "c_zeroscope", stim))
+        assert stored.shape == (77, width) and stored.dtype == np.float32
+        captions = notes[stim]["text_descriptions"]
+        expected = encode_prompts(parts["text_encoder"], parts["tokenizer"], captions, "cpu").mean(dim=0)
+        np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-5, atol=1e-5)
+    record = read_json(layout.settings_path(folder))["settings"]
+    assert record == {"recipe": "default", "captions": "annotations", "model": "tiny", "preset": "tiny"}
+    assert read_json(layout.manifest_path(folder))["counts"]["written"] == 6
+    Y, shape = load_targets(demo_root, "demo", "c_zeroscope", ["0001", "0002"])
+    assert shape == (77, width) and Y.shape == (2, 77 * width)
+    assert TARGET_SCRIPTS["c_zeroscope"] == "extract_targets_zeroscope.py"
+    assert target_command("c_zeroscope", "bmd") == "python extract_targets_zeroscope.py --dataset bmd --targets c_zeroscope"
+    before = mtimes(folder)
+    assert extract_targets_zeroscope.main([*args, "--targets", "c_zeroscope"]) == 0
+    assert mtimes(folder) == before

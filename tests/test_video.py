@@ -84,6 +84,29 @@ def test_bmd_sample_frames_linspace_over_all_frames(decoded_samples):
         np.testing.assert_array_equal(picked, frames[np.linspace(0, len(frames) - 1, 15).round().astype(int)])
 
 
+def test_bmd_sample_frames_floored_as_the_original(decoded_samples):
+    """--frame-sampling floor: numpy.linspace(0, T-1, 15, dtype=int), the original's indices."""
+    differs = 0
+    for path, frames in decoded_samples.items():
+        floored = np.linspace(0, len(frames) - 1, 15, dtype=int)
+        np.testing.assert_array_equal(sample_indices(len(frames), 15, "floor"), floored)
+        np.testing.assert_array_equal(sample_frames(path, 15, rounding="floor"), frames[floored])
+        differs += int((floored != sample_indices(len(frames), 15)).any())
+    assert differs > 0, "rounding and flooring should pick other frames on some BMD samples"
+
+
+def test_bmd_resize_without_antialias_is_plain_bilinear(decoded_samples):
+    import torch
+    import torch.nn.functional as F
+
+    path, frames = next(iter(decoded_samples.items()))
+    plain = sample_frames(path, 3, size=64, rounding="floor", antialias=False)  # (3, 64, 64, 3)
+    picked = torch.from_numpy(frames[sample_indices(len(frames), 3, "floor")]).permute(0, 3, 1, 2).float()
+    expected = F.interpolate(picked, size=(64, 64), mode="bilinear", antialias=False, align_corners=False)
+    assert np.abs(plain.astype(float) - expected.permute(0, 2, 3, 1).numpy()).max() <= 1.0
+    assert not np.array_equal(plain, sample_frames(path, 3, size=64, rounding="floor"))
+
+
 def test_bmd_video_info_matches_decoding(decoded_samples):
     path, frames = next(iter(decoded_samples.items()))
     info = video_info(path)
@@ -108,6 +131,10 @@ def test_sample_indices_cover_first_and_last():
     np.testing.assert_array_equal(sample_indices(3, 5), [0, 0, 1, 2, 2])
     with pytest.raises(ValueError, match="n_frames"):
         sample_indices(10, 0)
+    np.testing.assert_array_equal(sample_indices(75, 15, "floor"), np.linspace(0, 74, 15, dtype=int))
+    np.testing.assert_array_equal(sample_indices(3, 5, "floor"), [0, 0, 1, 1, 2])
+    with pytest.raises(ValueError, match="rounding='ceil'"):
+        sample_indices(10, 3, "ceil")
 
 
 def test_resize_int_is_square_and_tuple_is_h_w():

@@ -8,9 +8,11 @@ import torch
 from models import zoo
 from models.captioning import CaptionSettings, caption_embeddings, check_embedding, embedding_shape, prompt_ids, strip_prompt
 from models.video_diffusion import (
+    CONDITIONING_DEFAULTS,
     DiffusionSettings,
     VideoDiffusion,
     denoising_timesteps,
+    encode_prompts,
     fresh_scheduler,
     to_unet_layout,
 )
@@ -108,6 +110,39 @@ def test_bad_inputs_are_refused(diffusion):
         DiffusionSettings(strength=1.5)
     with pytest.raises(ValueError, match=r"\(clips, frames, channels, h, w\)"):
         to_unet_layout(np.zeros((FRAMES, 4, SIZE, SIZE)))
+
+
+def test_prompt_embeds_equal_their_prompts(diffusion):
+    """The text encoder's own states of the prompts, fed as prompt_embeds, give the same clips (same noise)."""
+    z = latents()
+    embeds = encode_prompts(diffusion.text_encoder, diffusion.tokenizer, PROMPTS, diffusion.device)  # (2, 77, 32)
+    assert tuple(embeds.shape) == (2, *diffusion.prompt_embeds_shape) == (2, 77, 32)
+    for settings in (DiffusionSettings(steps=4, strength=0.5), DiffusionSettings(steps=4, strength=0.5, negative_prompt="dark")):
+        from_text = diffusion(z, PROMPTS, [1, 2], settings)
+        np.testing.assert_array_equal(diffusion(z, None, [1, 2], settings, prompt_embeds=embeds), from_text)
+        np.testing.assert_array_equal(diffusion(z, None, [1, 2], settings, prompt_embeds=embeds.numpy()), from_text)
+    swapped = diffusion(z, None, [1, 2], DiffusionSettings(steps=4, strength=0.5), prompt_embeds=embeds.flip(0))
+    assert np.abs(swapped.astype(int) - from_text).mean() > 0.5  # the embeddings do condition the clips
+
+
+def test_prompt_embeds_are_checked(diffusion):
+    z, settings = latents(), DiffusionSettings(steps=2, strength=0.5)
+    with pytest.raises(ValueError, match=r"\(2, 77, 32\).*hidden size 32.*found \(2, 77, 16\)"):
+        diffusion(z, None, [0, 1], settings, prompt_embeds=torch.zeros(2, 77, 16))
+    with pytest.raises(ValueError, match=r"tokenizer max length 77.*found \(2, 10, 32\)"):
+        diffusion(z, None, [0, 1], settings, prompt_embeds=torch.zeros(2, 10, 32))
+    with pytest.raises(ValueError, match=r"\(2, 77, 32\).*found \(1, 77, 32\)"):
+        diffusion(z, None, [0, 1], settings, prompt_embeds=torch.zeros(1, 77, 32))
+    with pytest.raises(ValueError, match="exactly one of prompts"):
+        diffusion(z, PROMPTS, [0, 1], settings, prompt_embeds=torch.zeros(2, 77, 32))
+    with pytest.raises(ValueError, match="exactly one of prompts"):
+        diffusion(z, None, [0, 1], settings)
+
+
+def test_conditioning_defaults_are_the_originals_second_path():
+    assert (CONDITIONING_DEFAULTS.steps, CONDITIONING_DEFAULTS.strength) == (50, 0.3)
+    assert CONDITIONING_DEFAULTS.guidance_scale == DiffusionSettings().guidance_scale
+    assert CONDITIONING_DEFAULTS.negative_prompt == ""
 
 
 def test_stimulus_seed_depends_on_seed_and_name_only():

@@ -26,7 +26,7 @@ import numpy as np
 from utils.datasets import check_subjects, find_subject_folder, get_spec
 from utils.prepare import Prepared, load_prepared
 from utils.rois import DEFAULT_ROI_SET
-from utils.targets import load_targets
+from utils.targets import check_same_recipe, load_targets
 
 PAD_MODES = ("wrap", "zero")
 NORM_MODES = ("global", "vertex", "none")
@@ -296,8 +296,11 @@ def target_tables(data_root: str | Path | None, sources: list[Source], targets: 
 
     Several target names must have one size (their losses are averaged).
     """
+    datasets = list(dict.fromkeys(s.dataset for s in sources))
+    for target in targets:
+        check_same_recipe(data_root, target, datasets)
     tables: dict[str, dict[str, np.ndarray]] = {}
-    for dataset in dict.fromkeys(s.dataset for s in sources):
+    for dataset in datasets:
         stimuli = sorted({stim for s in sources if s.dataset == dataset for stim in s.prepared.trials.stimulus})
         per_target = [load_targets(data_root, dataset, t, stimuli, pool=True)[0] for t in targets]
         dims = {t: m.shape[1] for t, m in zip(targets, per_target, strict=True)}

@@ -1,14 +1,21 @@
-"""Inputs of the evaluation stage: reconstruction runs, clip pairs, captions, the resume fingerprint.
+"""Inputs of the evaluation stage: reconstruction runs, folders of videos, clip pairs, captions, the resume fingerprint.
 
 Torch-free; ``evaluate.py`` reads everything it scores through these functions, and
 ``utils.scoring`` scores it. Paths come from ``utils.layout``.
+
+A reconstruction run's clip is read from its lossless frames
+(``layout.reconstruction_frames_path``, uint8 (F, H, W, 3) .npy) when they exist, else from
+its mp4. A folder of videos (``evaluate.py --videos DIR``) holds one entry per clip: an
+.mp4 or .gif file, or a folder of PNG/JPG frames (sorted by name); entry names map to
+stimuli by a regex with a named group ``stim``. A gif twice as wide as tall is MinD-Video's
+side-by-side layout (ground truth left, reconstruction right): its right half is scored.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +29,12 @@ from utils.video import read_video, video_info
 # Flags that change the numbers or the report (the resume fingerprint hashes them).
 FINGERPRINT_FLAGS = (
     "dataset", "preset", "seed", "limit", "n_frames", "eval_size", "color_ssim", "n_trials", "n_ways", "gt_top_k", "semantic",
-    "report_size", "embed_media",
+    "report_size", "embed_media", "protocol", "ssim", "video_frames", "clip_model", "videos", "name_pattern", "name_format", "method",
 )
 DEFAULT_FPS = 5.0
+VIDEO_SUFFIXES = (".mp4", ".gif")
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
+DEFAULT_NAME_PATTERN = r"(?P<stim>.+?)(?:\.(?:mp4|gif))?"
 
 
 def find_runs(data_root: str | Path | None) -> list[str]:
@@ -34,8 +44,12 @@ def find_runs(data_root: str | Path | None) -> list[str]:
 
 
 def find_clips(data_root: str | Path | None, run: str) -> list[tuple[str, Path]]:
-    """(stimulus, mp4 path) of a run, sorted by stimulus; HAD class subfolders kept in the name."""
-    mp4_dir = layout.reconstruction_mp4_dir(layout.reconstructions_dir(data_root, run))
+    """(stimulus, path to read) of a run, sorted by stimulus; HAD class subfolders kept in the name.
+
+    The path is the clip's lossless frames (.npy) when reconstruction wrote them, else its mp4.
+    """
+    run_dir = layout.reconstructions_dir(data_root, run)
+    mp4_dir = layout.reconstruction_mp4_dir(run_dir)
     if not mp4_dir.is_dir():
         raise FileNotFoundError(
             f"No reconstructions in {mp4_dir}: run `python reconstruct_zeroscope.py --data-root {data_root} ...` first "
@@ -48,7 +62,97 @@ def find_clips(data_root: str | Path | None, run: str) -> list[tuple[str, Path]]
     )
     if not clips:
         raise FileNotFoundError(f"{mp4_dir} holds no .mp4 files: run reconstruct_zeroscope.py for run {run!r} first.")
-    return clips
+    return [(stim, _lossless_or(layout.reconstruction_frames_path(run_dir, stim), mp4)) for stim, mp4 in clips]
+
+
+def _lossless_or(frames_path: Path, mp4: Path) -> Path:
+    return frames_path if frames_path.is_file() else mp4
+
+
+def stimulus_from_name(name: str, pattern: str, name_format: str | None, canonical: Callable[[str], str]) -> str | None:
+    """Stimulus of a folder entry called ``name``: ``pattern`` (regex, named group ``stim``, full match), then
+    ``name_format`` (e.g. ``{:04d}``; digits are formatted as an integer), then the dataset's ``canonical``.
+
+    None when ``pattern`` does not match; ValueError when the name is not a stimulus of the dataset.
+    """
+    match = re.fullmatch(pattern, name)
+    if match is None:
+        return None
+    stim = match.group("stim")
+    if name_format:
+        stim = name_format.format(int(stim) if stim.isdigit() else stim)
+    try:
+        return canonical(stim)
+    except ValueError as error:
+        raise ValueError(f"{name!r} maps to {stim!r} by --name-pattern/--name-format, which is not a stimulus name: {error}") from None
+
+
+def find_folder_clips(
+    folder: str | Path, pattern: str, name_format: str | None, canonical: Callable[[str], str],
+) -> list[tuple[str, Path]]:
+    """(stimulus, path) of every clip of a folder of videos, sorted by stimulus.
+
+    Entries: .mp4 / .gif files and folders of PNG/JPG frames; those whose name ``pattern``
+    does not match are skipped. Raises when none matches or two entries map to one stimulus.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--videos {folder}: no such folder.")
+    if "(?P<stim>" not in pattern:
+        raise ValueError(f"--name-pattern {pattern!r} needs a named group 'stim', e.g. 'test(?P<stim>\\d+)\\.gif'.")
+    clips: dict[str, Path] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or not (entry.suffix.lower() in VIDEO_SUFFIXES or (entry.is_dir() and frame_files(entry))):
+            continue
+        stim = stimulus_from_name(entry.name, pattern, name_format, canonical)
+        if stim is None:
+            continue
+        if stim in clips:
+            raise ValueError(f"--videos {folder}: {clips[stim].name!r} and {entry.name!r} both map to stimulus {stim!r}.")
+        clips[stim] = entry
+    if not clips:
+        raise FileNotFoundError(
+            f"--videos {folder}: no .mp4/.gif file or frame folder matches --name-pattern {pattern!r} "
+            f"(entries: {sorted(p.name for p in folder.iterdir())[:5]})."
+        )
+    return sorted(clips.items())
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The PNG/JPG files of a frame folder, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith("."))
+
+
+def clip_kind(path: Path) -> str:
+    """How a clip is stored: ``lossless npy``, ``mp4``, ``gif`` or ``frame folder``."""
+    if path.is_dir():
+        return "frame folder"
+    return {".npy": "lossless npy", ".gif": "gif"}.get(path.suffix.lower(), "mp4")
+
+
+def is_side_by_side(frames: np.ndarray) -> bool:
+    """MinD-Video's layout: (T, H, 2H, 3), ground truth and reconstruction side by side."""
+    return frames.shape[2] == 2 * frames.shape[1]
+
+
+def read_clip(path: Path) -> tuple[np.ndarray, bool]:
+    """(uint8 (T, H, W, 3) frames, split) of one clip; split: a side-by-side gif whose right half was kept."""
+    if path.is_dir():
+        from PIL import Image
+
+        files = frame_files(path)
+        if not files:
+            raise FileNotFoundError(f"Frame folder {path} holds no PNG/JPG files.")
+        frames = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])  # (T, H, W, 3)
+    elif path.suffix == ".npy":
+        frames = np.load(path)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"Lossless frames {path} must be uint8 (F, H, W, 3), found {frames.dtype} {frames.shape}.")
+    else:
+        frames = read_video(path)
+    if path.suffix.lower() == ".gif" and is_side_by_side(frames):
+        return frames[:, :, frames.shape[2] // 2 :], True
+    return frames, False
 
 
 def decoded_captions(data_root: str | Path | None, run: str) -> dict[str, str]:
@@ -96,7 +200,8 @@ def fingerprint(clips: Sequence[tuple[str, Path]], extra_files: Sequence[Path], 
     """SHA-256 over the reconstruction files, extra inputs and settings: unchanged inputs -> same value."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for stim, path in clips:
-        digest.update(f"{stim}:{sha256_file(path)}".encode())
+        for file in frame_files(path) if path.is_dir() else [path]:
+            digest.update(f"{stim}:{file.name}:{sha256_file(file)}".encode())
     for path in extra_files:
         if path.exists():
             digest.update(f"{path.name}:{sha256_file(path)}".encode())
@@ -121,12 +226,19 @@ def load_pair(recon_path: Path, true_path: Path, n_frames: int, eval_size: int) 
 
     n_frames 0 = the reconstruction's frame count; eval_size 0 = the reconstruction's height.
     """
+    pred, true, _ = load_clip_pair(recon_path, true_path, n_frames, eval_size)
+    return pred, true
+
+
+def load_clip_pair(recon_path: Path, true_path: Path, n_frames: int, eval_size: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``load_pair`` plus whether the clip was a side-by-side gif that was split (``read_clip``)."""
     if not true_path.exists():
         raise FileNotFoundError(f"Ground-truth video {true_path} is missing: run `python download_data.py` for this dataset first.")
-    pred = read_video(recon_path)  # (T1, H, W, 3)
+    pred, split = read_clip(recon_path)  # (T1, H, W, 3)
     true = read_video(true_path)  # (T2, H', W', 3)
     size = eval_size or pred.shape[1]
-    return metrics.match_frames(pred, true, n_frames or len(pred), (size, size))
+    pred, true = metrics.match_frames(pred, true, n_frames or len(pred), (size, size))
+    return pred, true, split
 
 
 def display_fps(true_path: Path, n_frames: int) -> float:

@@ -6,6 +6,8 @@ Which pairs a stage compares, with which seeds and chance levels, is ``utils.sco
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 
@@ -188,6 +190,23 @@ def ssim_frames(
     )
 
 
+def ssim_frames_mindvideo(pred: np.ndarray, true: np.ndarray, data_range: float = 255.0) -> np.ndarray:
+    """Per-frame SSIM of MinD-Video's evaluation code: uint8 (T, H, W, 3) stacks -> (T,).
+
+    RGB, 7x7 uniform window, sample covariance, K1=0.01, K2=0.03, data_range 255: the
+    defaults of ``skimage.metrics.structural_similarity`` with ``channel_axis=-1`` (SSIM of
+    each channel, averaged). On structured frames it differs from ``ssim_frames`` (MindEye's
+    grayscale Gaussian variant) by up to about 0.13, so the two are reported side by side.
+    """
+    from skimage.metrics import structural_similarity
+
+    p, t = np.asarray(pred), np.asarray(true)
+    _check_pair(p, t)
+    if p.ndim != 4 or min(p.shape[1:3]) < 7:
+        raise ValueError(f"MinD-Video SSIM needs RGB frames (T, H, W, 3) of at least 7x7 px, got shape {p.shape}.")
+    return np.array([structural_similarity(a, b, data_range=data_range, channel_axis=-1) for a, b in zip(p, t, strict=True)])
+
+
 def match_frames(pred: np.ndarray, true: np.ndarray, n_frames: int | None = None, size: int | tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bring two uint8 clips (T1, H1, W1, 3), (T2, H2, W2, 3) to (n, h, w, 3) each.
 
@@ -210,10 +229,10 @@ def top_k_classes(probs: np.ndarray, k: int) -> np.ndarray:
 def n_way_top1_classification(
     pred_probs: np.ndarray, true_probs: np.ndarray, n_way: int, n_trials: int = 100, gt_top_k: int = 1, seed: int = 0
 ) -> np.ndarray:
-    """Semantic n-way top-1 accuracy (MinD-Video protocol) per sample (N, C), (N, C) -> (N,).
+    """Semantic n-way top-1 accuracy per sample (N, C), (N, C) -> (N,).
 
     The classifier's ``gt_top_k`` most probable classes on the ground truth are its classes
-    (1 = MinD-Video, 3 = the protocol of later papers). In each trial ``n_way - 1`` distractor
+    (3 = MinD-Video's evaluation code, 1 = MinD-Vis's). In each trial ``n_way - 1`` distractor
     classes are drawn from the other classes; the trial is correct when the reconstruction's
     probability of a ground-truth class is strictly higher than that of every distractor.
     Chance is ``classification_chance(n_way, gt_top_k)``.
@@ -373,25 +392,51 @@ def image_class_probs(model, processor, frames: np.ndarray, batch_size: int = 32
     )
 
 
-def video_class_probs(model, processor, clips: list[np.ndarray], batch_size: int = 8) -> np.ndarray:
+def video_class_probs(model, processor, clips: list[np.ndarray], batch_size: int = 8, n_frames: int = 0) -> np.ndarray:
     """Softmax class probabilities of a video classifier: clips of uint8 (T, H, W, 3) -> (N, C) float64.
 
-    Each clip is resampled by ``linspace`` to the model's ``config.num_frames`` frames.
+    Each clip is resampled by ``linspace`` to ``n_frames`` frames (0 = the model's
+    ``config.num_frames``); another count is fed as ``from_pretrained(..., num_frames=n)``
+    builds the model (``video_frames``), as MinD-Video feeds its 6 frames.
     """
     import torch
 
     from utils.video import sample_indices
 
     device, dtype = _model_device_dtype(model)
-    n_frames = int(model.config.num_frames)
+    n_frames = n_frames or int(model.config.num_frames)
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), video_frames(model, n_frames):
         for start in range(0, len(clips), batch_size):
             videos = [list(clip[sample_indices(len(clip), n_frames)]) for clip in clips[start : start + batch_size]]
             batch = processor(videos, return_tensors="pt")  # pixel_values (B, num_frames, 3, h, w)
             logits = model(pixel_values=batch["pixel_values"].to(device, dtype)).logits  # (B, C)
             out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
     return np.concatenate(out).astype(np.float64)
+
+
+@contextmanager
+def video_frames(model, n_frames: int):
+    """Within the block, a VideoMAE classifier takes ``n_frames`` frames.
+
+    VideoMAE's position embeddings are a fixed sinusoid table over its patches; this swaps in
+    the table of ``n_frames`` frames (what ``from_pretrained(..., num_frames=n)`` builds) and
+    restores the model's own afterwards. The weights are untouched.
+    """
+    from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
+
+    config, embeddings = model.config, model.videomae.embeddings
+    tubelet = int(config.tubelet_size)
+    if n_frames < tubelet or n_frames % tubelet:
+        raise ValueError(f"video_frames={n_frames} must be a positive multiple of the video classifier's tubelet size {tubelet}.")
+    saved = (config.num_frames, embeddings.position_embeddings)
+    per_frame = (config.image_size // config.patch_size) ** 2
+    config.num_frames = n_frames
+    embeddings.position_embeddings = get_sinusoid_encoding_table(per_frame * (n_frames // tubelet), config.hidden_size)
+    try:
+        yield model
+    finally:
+        config.num_frames, embeddings.position_embeddings = saved
 
 
 def clip_image_embeddings(model, processor, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:

@@ -20,7 +20,7 @@ from utils import layout
 from utils.datasets import check_subjects, find_subject_folder, get_spec, subject_folder
 from utils.prepare import Trials, load_prepared
 from utils.rois import DEFAULT_ROI_SET
-from utils.targets import load_targets
+from utils.targets import check_same_recipe, load_targets
 
 INPUTS = ("betas", "embeddings")
 TRAIN_REPEATS = ("average", "separate")
@@ -219,6 +219,7 @@ def check_one_dataset_per_stimulus(keys: Iterable[tuple[str, str]]) -> None:
 def training_targets(data_root: str | Path | None, target: str, keys: Sequence[tuple[str, str]]) -> tuple[np.ndarray, tuple[int, ...]]:
     """Y (n_rows, D) for training rows keyed (dataset, stimulus), and the target's stored shape; each file is read once."""
     unique = list(dict.fromkeys(keys))
+    check_same_recipe(data_root, target, [ds for ds, _ in unique])
     blocks, shapes = {}, {}
     for dataset in dict.fromkeys(ds for ds, _ in unique):
         stimuli = [s for ds, s in unique if ds == dataset]

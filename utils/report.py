@@ -64,9 +64,32 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def protocol_rows(card: dict[str, Any]) -> list[list[str]]:
+    """Rows (setting, value) of the protocol card (``utils.scoring.protocol_card``); nested values as ``k=v`` lists."""
+    def text(value: Any) -> str:
+        if isinstance(value, dict):
+            return "; ".join(f"{k}={text(v)}" for k, v in value.items()) or "none"
+        if isinstance(value, (list, tuple)):
+            return ", ".join(str(v) for v in value)
+        return str(value)
+
+    return [[key, text(value)] for key, value in card.items()]
+
+
+PROTOCOL_HEADER = ["setting", "value"]
+
+
+def method_line(result: dict[str, Any]) -> str:
+    """``method X, protocol Y`` of a result (empty for results without a protocol card)."""
+    card = result.get("protocol")
+    return f"method {card['method']}, protocol {card['protocol']}" if card else ""
+
+
 def metrics_markdown(result: dict[str, Any], random_models: bool = False) -> str:
-    """``metrics.md``: title, the synthetic-data (and random-models) note, the summary table and regression numbers."""
+    """``metrics.md``: title, method and protocol, the notes, the summary table, the protocol card and regression numbers."""
     parts = [f"# Evaluation of `{result['run']}` ({result['dataset']}, {result['n_clips']} clips)\n"]
+    if result.get("protocol"):
+        parts.append(f"{method_line(result)}\n")
     if result.get("synthetic"):
         parts.append(f"> {SYNTHETIC_NOTE}\n")
     if random_models:
@@ -74,6 +97,8 @@ def metrics_markdown(result: dict[str, Any], random_models: bool = False) -> str
     parts.append(markdown_table(SUMMARY_HEADER, summary_rows(result["metrics"])))
     if result.get("skipped"):
         parts.append("\nNot computed: " + "; ".join(f"`{k}` ({v})" for k, v in result["skipped"].items()) + "\n")
+    if result.get("protocol"):
+        parts.append("\n## Protocol card\n\n" + markdown_table(PROTOCOL_HEADER, protocol_rows(result["protocol"])))
     if result.get("regression"):
         parts.append("\n## Regression (from predictions/<run>/metrics.json)\n\n")
         parts.append(markdown_table(*regression_rows(result["regression"])))
@@ -328,6 +353,10 @@ def render_report(result: dict[str, Any], cards: Sequence[str], figures: dict[st
     """
     title = f"brain2video evaluation: {result['run']} ({result['dataset']})"
     notes = []
+    protocol_html = ""
+    if result.get("protocol"):
+        notes.append(f'<p id="method-protocol"><b>{html.escape(method_line(result))}</b></p>')
+        protocol_html = "<h2>Protocol card</h2>" + _table_html(PROTOCOL_HEADER, protocol_rows(result["protocol"]), "protocol-card")
     if result.get("synthetic"):
         notes.append(f'<div class="note" id="synthetic-note">{html.escape(SYNTHETIC_NOTE)}</div>')
     if random_models:
@@ -350,7 +379,7 @@ def render_report(result: dict[str, Any], cards: Sequence[str], figures: dict[st
         f"<h1>{html.escape(title)}</h1>{''.join(notes)}"
         f"<p>{result['n_clips']} clips; preset <code>{html.escape(str(result.get('preset')))}</code>; {html.escape(settings)}</p>"
         "<h2>Metrics</h2>" + _table_html(SUMMARY_HEADER, summary_rows(result["metrics"]), "metrics-table") + skipped
-        + regression_html + "<h2>Figures</h2>" + figure_html
+        + protocol_html + regression_html + "<h2>Figures</h2>" + figure_html
         + f'<h2>Gallery</h2><div id="gallery">{"".join(cards)}</div>'
         + f"<script>{_SCRIPT}</script></body></html>\n"
     )

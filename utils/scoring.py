@@ -6,8 +6,9 @@ with what*: which pairs of clips, which seeds, which chance levels, and how per-
 become the entries of ``metrics.json``. It is split from ``utils.metrics`` so that module
 stays a flat list of metric functions, and the protocol of each stage reads in one place.
 
-- Video evaluation (``evaluate.py``): ``EvaluationSettings``, ``RunScores`` (per-clip values,
-  filled clip by clip), ``add_pixel_scores`` / ``add_semantic_scores``, ``summarize_run``,
+- Video evaluation (``evaluate.py``): ``EvaluationSettings``, the published protocols as
+  presets (``Protocol``, ``PROTOCOLS``), ``RunScores`` (per-clip values, filled clip by clip),
+  ``add_pixel_scores`` / ``add_semantic_scores``, ``summarize_run``, ``protocol_card``,
   ``subject_groups`` and ``headline``.
 - Regression (``regress.py``): ``score_predictions``, ``chance_levels``,
   ``mean_over_subjects``, ``per_sample_rows`` and ``regression_notes``.
@@ -30,6 +31,16 @@ from utils.seeds import stimulus_seed
 
 HEADLINE = ("ssim", "psnr", "clip_2way_identification", "video_2way", "image_2way", "caption_2way_retrieval")
 
+# SSIM conventions: metrics.json key and description. "mindeye" is this project's SSIM since
+# its start (MindEye's: grayscale, 11-tap Gaussian window, population covariance);
+# "mindvideo" is MinD-Video's evaluation code (skimage defaults on RGB: 7x7 uniform window,
+# sample covariance, data_range 255).
+SSIM_KEYS = {"mindeye": "ssim", "mindvideo": "ssim_mindvideo"}
+SSIM_DESCRIPTIONS = {
+    "mindeye": "MindEye's SSIM: Gaussian window (11 taps, sigma 1.5), population covariance, data_range 255",
+    "mindvideo": "MinD-Video's SSIM: RGB, 7x7 uniform window, sample covariance, data_range 255 (skimage defaults, channel_axis=-1)",
+}
+
 
 @dataclass(frozen=True)
 class EvaluationSettings:
@@ -38,9 +49,13 @@ class EvaluationSettings:
     seed and batch_size come from the common flags (``utils.cli.common_parser``).
     n_frames: frames compared per clip, 0 = the reconstruction's frame count. eval_size:
     common square size in px of the pixel metrics, 0 = the reconstruction's height.
-    color_ssim: SSIM per RGB channel instead of on grayscale. n_trials, n_ways: the n-way
-    tests. gt_top_k: classes of the ground truth (its top-k by the classifier). semantic: the
-    model-based metrics (classifiers, CLIP, captions) besides the pixel metrics.
+    color_ssim: MindEye's SSIM per RGB channel instead of on grayscale. ssim: the SSIM
+    conventions computed (``SSIM_KEYS``), the first is the headline. n_trials, n_ways: the
+    n-way tests. gt_top_k: classes of the ground truth (its top-k by the classifier; 3 =
+    MinD-Video, 1 = MinD-Vis). video_frames: frames fed to the video classifier, 0 = its
+    ``config.num_frames``. clip_model: the CLIP a protocol names ("" = the preset's); recorded
+    in the protocol card, the preset's CLIP is what is loaded. semantic: the model-based
+    metrics (classifiers, CLIP, captions) besides the pixel metrics.
     """
 
     seed: int
@@ -48,10 +63,75 @@ class EvaluationSettings:
     n_frames: int = 0
     eval_size: int = 0
     color_ssim: bool = False
+    ssim: tuple[str, ...] = ("mindeye", "mindvideo")
     n_trials: int = 100
     n_ways: tuple[int, ...] = (2, 50)
     gt_top_k: int = 3
+    video_frames: int = 0
+    clip_model: str = ""
     semantic: bool = True
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A published evaluation protocol as flag defaults (``evaluate.py --protocol NAME``).
+
+    Fields named as ``EvaluationSettings`` fields are the settings it switches (``flags``);
+    source: where each choice comes from.
+    """
+
+    name: str
+    n_frames: int
+    eval_size: int
+    ssim: tuple[str, ...]
+    n_trials: int
+    n_ways: tuple[int, ...]
+    gt_top_k: int
+    video_frames: int
+    clip_model: str
+    source: str
+
+    def flags(self) -> dict[str, Any]:
+        """``{flag dest: value}`` of the settings this protocol switches (lists where argparse gives lists)."""
+        return {
+            "n_frames": self.n_frames, "eval_size": self.eval_size, "ssim": list(self.ssim), "n_trials": self.n_trials,
+            "n_ways": list(self.n_ways), "gt_top_k": self.gt_top_k, "video_frames": self.video_frames, "clip_model": self.clip_model,
+        }
+
+
+# Checked against MinD-Video's released evaluation code (scripts/run_metrics.py and
+# utils/eval_metrics.py): 6 frames of 256 px per clip (its gifs), skimage SSIM with
+# channel_axis=-1 and data_range=255, ground-truth classes = the classifier's top 3 on the
+# ground truth, 50-way with 100 trials, VideoMAE loaded with num_frames=6 and fed the 6
+# frames, CLIP openai/clip-vit-base-patch32. MinD-Vis takes the top-1 class as the ground
+# truth (--gt-top-k 1); Mind-Animator scores 8 frames at 512 px (--n-frames 8 --eval-size 512).
+PROTOCOLS = {
+    "brainnetflix": Protocol(
+        "brainnetflix", n_frames=0, eval_size=0, ssim=("mindeye", "mindvideo"), n_trials=100, n_ways=(2, 50), gt_top_k=3,
+        video_frames=0, clip_model="",
+        source="this project's protocol: every reconstructed frame (15) at the reconstruction's size, both SSIM conventions "
+        "(MindEye's the headline), the preset's CLIP, the video classifier's own frame count",
+    ),
+    "mindvideo": Protocol(
+        "mindvideo", n_frames=6, eval_size=256, ssim=("mindvideo", "mindeye"), n_trials=100, n_ways=(2, 50), gt_top_k=3,
+        video_frames=6, clip_model="openai/clip-vit-base-patch32",
+        source="MinD-Video's evaluation code: 6 frames at 256 px, its SSIM the headline, top-3 ground-truth classes, "
+        "100 trials, VideoMAE fed 6 frames, CLIP ViT-B/32",
+    ),
+    "mindeye": Protocol(
+        "mindeye", n_frames=0, eval_size=0, ssim=("mindeye",), n_trials=100, n_ways=(2, 50), gt_top_k=3,
+        video_frames=0, clip_model="",
+        source="MindEye's SSIM only (grayscale, Gaussian window); MindEye scores images, so the other settings are this project's",
+    ),
+}
+DEFAULT_PROTOCOL = "brainnetflix"
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol called ``name``; ValueError listing the known ones."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol={name!r}; known: {sorted(PROTOCOLS)}.")
+    return PROTOCOLS[name]
 
 
 class RunScores:
@@ -76,9 +156,20 @@ class RunScores:
         return {k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items() if len(v) == n_clips}
 
 
-def add_pixel_scores(scores: RunScores, pred: np.ndarray, true: np.ndarray, grayscale: bool, mismatched: bool = False) -> None:
-    """SSIM and PSNR (mean over frames) of one pair of uint8 (n, s, s, 3) clips."""
-    scores.add("ssim", metrics.ssim_frames(pred, true, grayscale=grayscale).mean(), mismatched)
+def add_pixel_scores(
+    scores: RunScores, pred: np.ndarray, true: np.ndarray, grayscale: bool, mismatched: bool = False,
+    ssim: Sequence[str] = EvaluationSettings.ssim,
+) -> None:
+    """SSIM under each convention of ``ssim`` (``SSIM_KEYS``) and PSNR, means over frames, of one pair of uint8 (n, s, s, 3) clips.
+
+    grayscale applies to MindEye's SSIM; MinD-Video's is always on RGB.
+    """
+    for variant in ssim:
+        if variant == "mindvideo":
+            value = metrics.ssim_frames_mindvideo(pred, true).mean()
+        else:
+            value = metrics.ssim_frames(pred, true, grayscale=grayscale).mean()
+        scores.add(SSIM_KEYS[variant], value, mismatched)
     scores.add("psnr", metrics.psnr_frames(pred, true).mean(), mismatched)
 
 
@@ -106,19 +197,23 @@ def add_semantic_scores(
     scores.add("st_score_ground_truth", metrics.spatiotemporal_score(t_emb))
     scores.clip_frames.append((p_emb, t_emb))
     video_model, video_proc = models["video"]
-    probs = metrics.video_class_probs(video_model, video_proc, [pred, true], settings.batch_size)  # (2, C)
+    probs = metrics.video_class_probs(video_model, video_proc, [pred, true], settings.batch_size, settings.video_frames)  # (2, C)
     scores.video_probs.append((probs[0], probs[1]))
 
 
-def pixel_summary(scores: RunScores, color_ssim: bool) -> dict[str, dict]:
-    """``{"ssim": summary, "psnr": summary}`` with the mismatched baseline of each."""
-    ssim_kind = "RGB channels" if color_ssim else "grayscale"
-    return {
-        "ssim": metrics.summary(scores.array("ssim"), f"SSIM per frame ({ssim_kind}), mean over frames", None, scores.array("ssim", True)),
-        "psnr": metrics.summary(
-            scores.array("psnr"), f"PSNR per frame in dB (capped at {metrics.PSNR_CAP_DB:g})", None, scores.array("psnr", True),
-        ),
-    }
+def pixel_summary(scores: RunScores, color_ssim: bool, ssim: Sequence[str] = EvaluationSettings.ssim) -> dict[str, dict]:
+    """``{"ssim": summary, "ssim_mindvideo": summary, "psnr": summary}`` (the SSIMs of ``ssim``) with the mismatched baseline of each."""
+    out = {}
+    for variant in ssim:
+        key = SSIM_KEYS[variant]
+        kind = "RGB" if variant == "mindvideo" else ("RGB channels" if color_ssim else "grayscale")
+        out[key] = metrics.summary(
+            scores.array(key), f"{SSIM_DESCRIPTIONS[variant]}; per frame ({kind}), mean over frames", None, scores.array(key, True),
+        )
+    out["psnr"] = metrics.summary(
+        scores.array("psnr"), f"PSNR per frame in dB (capped at {metrics.PSNR_CAP_DB:g})", None, scores.array("psnr", True),
+    )
+    return out
 
 
 def summarize_run(
@@ -130,7 +225,7 @@ def summarize_run(
     Run-level metrics (video n-way, CLIP identification, captions) add their per-clip
     columns to ``scores``. ``models`` None = pixel metrics only.
     """
-    out = pixel_summary(scores, settings.color_ssim)
+    out = pixel_summary(scores, settings.color_ssim, settings.ssim)
     skipped: dict[str, str] = {}
     if models is None:
         skipped["semantic metrics"] = "--no-semantic"
@@ -237,9 +332,35 @@ def recorded_settings(settings: EvaluationSettings, n_frames: int, eval_size: in
     }
 
 
+def protocol_card(protocol: str, settings: EvaluationSettings, used: dict[str, Any]) -> dict[str, Any]:
+    """The ``protocol`` block of metrics.json and the report: every choice of the scoring.
+
+    protocol: the ``--protocol`` preset; used: what the run actually used and read (frames
+    and size, video classifier frames, the models loaded, which files were read, the method).
+    ``overrides`` lists the settings given explicitly that differ from the preset.
+    """
+    preset = get_protocol(protocol)
+    chosen = {
+        "n_frames": settings.n_frames, "eval_size": settings.eval_size, "ssim": list(settings.ssim), "n_trials": settings.n_trials,
+        "n_ways": list(settings.n_ways), "gt_top_k": settings.gt_top_k, "video_frames": settings.video_frames, "clip_model": settings.clip_model,
+    }
+    overrides = {k: v for k, v in chosen.items() if preset.flags()[k] != v}
+    return {
+        "protocol": protocol, "protocol_source": preset.source, "overrides": overrides,
+        "ssim_headline": SSIM_KEYS[settings.ssim[0]],
+        "ssim_conventions": {SSIM_KEYS[v]: SSIM_DESCRIPTIONS[v] for v in settings.ssim},
+        "mindeye_ssim_on": "RGB channels" if settings.color_ssim else "grayscale",
+        "n_trials": settings.n_trials, "n_ways": list(settings.n_ways), "gt_top_k": settings.gt_top_k,
+        "gt_top_k_convention": "ground-truth classes = the classifier's top-k on the ground truth (3 = MinD-Video, 1 = MinD-Vis); "
+        "chance k / (k + n - 1)",
+        "clip_model_of_protocol": settings.clip_model or "the preset's",
+        "seed": settings.seed, **used,
+    }
+
+
 def clip_card_scores(columns: dict[str, np.ndarray], index: int) -> dict[str, float]:
-    """The per-clip numbers shown on a gallery card: the headline metrics and the CLIP similarity."""
-    return {k: float(v[index]) for k, v in columns.items() if k in HEADLINE or k == "clip_similarity"}
+    """The per-clip numbers shown on a gallery card: the headline metrics, MinD-Video's SSIM and the CLIP similarity."""
+    return {k: float(v[index]) for k, v in columns.items() if k in HEADLINE or k in ("ssim_mindvideo", "clip_similarity")}
 
 
 def subject_groups(results: Sequence[dict]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -262,7 +383,9 @@ def subject_groups(results: Sequence[dict]) -> dict[str, dict[str, tuple[float, 
 def headline(result: dict) -> str:
     """One line of the main numbers of a metrics.json result."""
     parts = []
+    ssim_key = (result.get("protocol") or {}).get("ssim_headline", "ssim")
     for name in HEADLINE:
+        name = ssim_key if name == "ssim" else name
         entry = result["metrics"].get(name)
         if entry:
             ref = f" (chance {entry['chance']:.2f})" if entry.get("chance") is not None else ""

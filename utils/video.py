@@ -5,12 +5,14 @@ video; audio tracks are ignored. Frames are addressed by index over all decoded 
 never by assuming a frame rate: BMD stimuli mix 23.98, 24, 25, 29.97 and 30 fps and are
 not always square (266-268 x 268 px).
 
-Resizing (``resize_frames``) is bilinear with antialiasing (``torch.nn.functional.interpolate``,
+Resizing (``resize_frames``) is bilinear with antialiasing by default (``torch.nn.functional.interpolate``,
 ``mode="bilinear", antialias=True, align_corners=False``) with torch's uint8 kernel, which
-equals the float32 result rounded to within one grey level and is about 10x faster; an
-``int`` size means a square output (aspect ratio is not kept, as in the original
-pipeline's 268x268 resize).
+equals the float32 result rounded to within one grey level and is about 10x faster;
+``antialias=False`` is plain bilinear, as the original pipeline resized. An ``int`` size
+means a square output (aspect ratio is not kept, as in the original pipeline's 268x268 resize).
 
+``sample_indices`` spreads indices by ``linspace(0, T-1, n)``, rounded (``rounding="round"``,
+the default) or floored (``"floor"``, the original's ``numpy.linspace(..., dtype=int)``).
 ``sample_frames`` decodes every frame (the index rule needs the true count) but converts
 only the picked frames to RGB; decoding uses FFmpeg's frame + slice threads.
 
@@ -106,21 +108,29 @@ def read_video(path: str | Path) -> np.ndarray:
     return _to_rgb(_decode(Path(path)))
 
 
-def sample_indices(n_total: int, n_frames: int) -> np.ndarray:
-    """``n_frames`` indices spread evenly over ``n_total`` frames: round(linspace(0, T-1, n))."""
+ROUNDINGS = ("round", "floor")
+
+
+def sample_indices(n_total: int, n_frames: int, rounding: str = "round") -> np.ndarray:
+    """``n_frames`` indices spread evenly over ``n_total`` frames: round (or floor) of linspace(0, T-1, n)."""
     if n_total < 1 or n_frames < 1:
         raise ValueError(f"Need n_total >= 1 and n_frames >= 1, got n_total={n_total}, n_frames={n_frames}.")
-    return np.linspace(0, n_total - 1, n_frames).round().astype(int)
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"Unknown rounding={rounding!r}; use one of {list(ROUNDINGS)}.")
+    spaced = np.linspace(0, n_total - 1, n_frames)
+    return (spaced.round() if rounding == "round" else np.floor(spaced)).astype(int)
 
 
-def sample_frames(path: str | Path, n_frames: int, size: int | tuple[int, int] | None = None) -> np.ndarray:
+def sample_frames(
+    path: str | Path, n_frames: int, size: int | tuple[int, int] | None = None, rounding: str = "round", antialias: bool = True
+) -> np.ndarray:
     """Decode all frames, pick ``n_frames`` by ``sample_indices``, optionally resize -> uint8 (n, H, W, 3).
 
     Only the picked frames are converted to RGB.
     """
     frames = _decode(Path(path))
-    picked = _to_rgb([frames[i] for i in sample_indices(len(frames), n_frames)])  # (n, H, W, 3)
-    return picked if size is None else resize_frames(picked, size)
+    picked = _to_rgb([frames[i] for i in sample_indices(len(frames), n_frames, rounding)])  # (n, H, W, 3)
+    return picked if size is None else resize_frames(picked, size, antialias)
 
 
 def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -131,11 +141,11 @@ def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def resize_frames(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+def resize_frames(frames: np.ndarray, size: int | tuple[int, int], antialias: bool = True) -> np.ndarray:
     """Resize uint8 (T, H, W, 3) frames to ``size`` (int = square, or (h, w)) -> uint8 (T, h, w, 3).
 
-    Bilinear with antialiasing (torch ``F.interpolate`` on uint8 channels-last, which
-    matches the float32 computation rounded to within one grey level).
+    Bilinear, with antialiasing unless ``antialias=False`` (torch ``F.interpolate`` on uint8
+    channels-last, which matches the float32 computation rounded to within one grey level).
     """
     frames = _check_frames(frames, "frames")
     h, w = _size_hw(size)
@@ -146,7 +156,7 @@ def resize_frames(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray
 
     # (T, H, W, 3) viewed as channels-last (T, 3, H, W): torch's uint8 antialiased kernel
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    y = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)  # (T, 3, h, w) uint8
+    y = F.interpolate(x, size=(h, w), mode="bilinear", antialias=antialias, align_corners=False)  # (T, 3, h, w) uint8
     return y.permute(0, 2, 3, 1).contiguous().numpy()
 
 
