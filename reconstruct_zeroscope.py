@@ -68,7 +68,7 @@ from utils.cli import common_parser, nonnegative_float, parse_args, positive_flo
 from utils.datasets import get_spec, list_stimuli
 from utils.io import read_json, save_npy, write_json, write_manifest
 from utils.seeds import seed_everything, stimulus_seed
-from utils.targets import check_targets_exist, target_settings
+from utils.targets import as_stored_shape, check_targets_exist, target_settings
 from utils.video import write_gif, write_mp4
 
 # What conditions the UNet, and the diffusion defaults of each path (the original's for both).
@@ -230,18 +230,8 @@ def expected_latent_shape(args: argparse.Namespace, stimulus: str, channels: int
 
 def load_latent(path: Path, shape: tuple[int, int, int, int], preset: str) -> np.ndarray:
     """One latent (frames, channels, h, w) float32; a flattened vector is reshaped; wrong sizes raise."""
-    array = np.load(path)
-    if array.ndim == 1 and array.size == int(np.prod(shape)):
-        array = array.reshape(shape)
-    if array.ndim == 5 and array.shape[0] == 1:
-        array = array[0]
-    if tuple(array.shape) != tuple(shape):
-        raise ValueError(
-            f"Latent {path} has shape {tuple(array.shape)}; the {preset!r} preset expects {tuple(shape)} "
-            f"(frames, channels, h, w) or flattened {int(np.prod(shape))}. Regenerate the predictions "
-            "from targets made with the same model, or pick the matching --preset."
-        )
-    return array.astype(np.float32, copy=False)
+    hint = " Regenerate the predictions from targets made with the same model, or pick the matching --preset."
+    return as_stored_shape(np.load(path), shape, f"Latent {path}", f"the {preset!r} preset expects", hint)
 
 
 def latent_path(args: argparse.Namespace, z_from: str, stimulus: str) -> Path:
@@ -260,16 +250,9 @@ def prompt_embeds_path(args: argparse.Namespace, caption_from: str, stimulus: st
 
 def load_prompt_embeds(path: Path, shape: tuple[int, int], preset: str) -> np.ndarray:
     """One clip's prompt embeddings (tokens, dim) float32; a flattened vector is reshaped; wrong sizes raise."""
-    array = np.load(path)
-    if array.ndim == 1 and array.size == shape[0] * shape[1]:
-        array = array.reshape(shape)
-    if tuple(array.shape) != tuple(shape):
-        raise ValueError(
-            f"c_zeroscope embeddings {path} have shape {tuple(array.shape)}; the {preset!r} preset's text encoder "
-            f"expects {tuple(shape)} (tokenizer max length, hidden size) or flattened {shape[0] * shape[1]}. "
-            "Make the targets and predictions with the same --preset, or pick the matching --preset."
-        )
-    return array.astype(np.float32, copy=False)
+    hint = " That is (tokenizer max length, hidden size): make the targets and predictions with the same --preset, or pick the matching one."
+    expects = f"the {preset!r} preset's text encoder expects"
+    return as_stored_shape(np.load(path), shape, f"c_zeroscope embeddings {path}", expects, hint, verb="have")
 
 
 def clip_paths(out_dir: Path, stimulus: str) -> tuple[Path, Path, Path]:

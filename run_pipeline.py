@@ -18,8 +18,8 @@ The common flags (utils/cli.py: --data-root, --dataset, --subjects, --roi-set, -
 them; the ones you do not give are left to each stage's own default. ``--config FILE.yaml``
 sets the runner's flags by name. On the demo
 with the tiny preset, a few settings keep the whole run within minutes on a 2-core CPU
-(``DEMO_FAST`` below: short MBM/contrastive training on repeat-averaged inputs, posterior-mean
-latents, 2 denoising steps); ``--stage-args STAGE="..."`` adds or overrides flags of one stage.
+(``DEMO_FAST`` below: short MBM/contrastive training on repeat-averaged inputs, 2 denoising
+steps); ``--stage-args STAGE="..."`` adds or overrides flags of one stage.
 
 The run name (``--run``, default ``<dataset>_<preset>[_<subjects>]``) names the MBM
 checkpoint, the contrastive run (``<run>_clip``), the predictions, the reconstructions and

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from utils.targets import as_stored_shape
+
 DEFAULT_PROMPT = "a picture of "
 
 
@@ -57,15 +59,7 @@ def embedding_shape(model, image_size: int) -> tuple[int, int]:
 
 def check_embedding(array: np.ndarray, shape: tuple[int, int], name: str = "BLIP embedding") -> np.ndarray:
     """Return ``array`` as (tokens, dim) float32, accepting a flattened vector; raise on a wrong size."""
-    array = np.asarray(array)
-    if array.ndim == 1 and array.size == shape[0] * shape[1]:
-        array = array.reshape(shape)
-    if tuple(array.shape) != tuple(shape):
-        raise ValueError(
-            f"{name} has shape {tuple(array.shape)}; the BLIP model expects {tuple(shape)} "
-            f"(or flattened {shape[0] * shape[1]})."
-        )
-    return array.astype(np.float32, copy=False)
+    return as_stored_shape(array, shape, name, "the BLIP model expects")
 
 
 def prompt_ids(processor, model, prompt: str) -> torch.Tensor:

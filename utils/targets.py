@@ -159,6 +159,21 @@ def check_same_recipe(data_root: str | Path | None, target: str, datasets: Seque
     return records
 
 
+def as_stored_shape(
+    array: np.ndarray, shape: tuple[int, ...], name: str, expects: str, hint: str = "", verb: str = "has",
+) -> np.ndarray:
+    """``array`` as float32 of ``shape``: a flattened vector of the same size is reshaped, a leading
+    batch axis of 1 dropped; any other shape raises naming ``name``, the found shape, ``expects`` and ``hint``."""
+    array = np.asarray(array)
+    if array.ndim == 1 and array.size == int(np.prod(shape)):
+        array = array.reshape(shape)
+    if array.ndim == len(shape) + 1 and array.shape[0] == 1:
+        array = array[0]
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(f"{name} {verb} shape {tuple(array.shape)}; {expects} {tuple(shape)} (or flattened {int(np.prod(shape))}).{hint}")
+    return array.astype(np.float32, copy=False)
+
+
 def check_targets_exist(data_root: str | Path | None, dataset: str, target: str, stimuli: Sequence[str]) -> None:
     """Raise listing every stimulus whose target file is missing, with the command that makes it."""
     missing = [s for s in stimuli if not layout.target_path(data_root, dataset, target, s).exists()]
