@@ -214,12 +214,40 @@ def parse_args(
 
 
 def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; other names pass through."""
-    if name != "auto":
-        return name
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda[:i]`` is refused (before any work) when
+    this machine or this torch build has no such GPU; other names pass through."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                f"{'a CPU-only build' if torch.version.cuda is None else 'no GPU visible'}); use --device cpu or auto."
+            )
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible (cuda:0 .. cuda:{torch.cuda.device_count() - 1}).")
+    return name
+
+
+def check_dtype(name: str, supported: Sequence[str], stage: str) -> None:
+    """Refuse a --dtype the stage cannot apply (rather than printing it and running in another)."""
+    if name not in supported:
+        raise ValueError(f"--dtype {name}: {stage} runs in {' or '.join(supported)} only; use one of those (or auto).")
+
+
+def run_main(main: Callable[[], int]) -> int:
+    """Run a script's ``main``; Ctrl-C ends with one line (exit 130) instead of a traceback.
+
+    Use as ``raise SystemExit(run_main(main))``; finished outputs are kept, and a rerun resumes.
+    """
+    try:
+        return int(main() or 0)
+    except KeyboardInterrupt:
+        print("\nInterrupted: finished outputs are kept; rerun the same command to continue.", file=sys.stderr)
+        return 130
 
 
 def resolve_dtype(name: str, device: str):

@@ -6,6 +6,7 @@ place, so a crash never leaves a half-written file that a rerun would take as co
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -31,9 +32,21 @@ def _current_umask() -> int:
     return mask
 
 
+class ArtifactError(ValueError):
+    """An intermediate file is truncated, corrupt or of the wrong kind; the message names it and how to remake it."""
+
+
+# Temporary files of ``atomic_path``: ``.<name>.<random>.tmp<suffix>`` beside their target.
+TEMP_GLOB = ".*.tmp*"
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` on success, delete on error."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success, delete on error.
+
+    A full disk raises an OSError that names ``path`` (the bare one names only the temp file, or nothing).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or f".tmp{path.suffix}", dir=path.parent)
@@ -43,9 +56,27 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as error:
+        if error.errno in NO_SPACE:
+            raise OSError(error.errno, f"No space left on the device while writing {path} ({error.strerror}); free space "
+                          f"under {path.parent} and rerun: finished files are kept") from error
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Delete the temporary files a killed run left in ``directory`` (not recursive); the removed paths.
+
+    Call it only while holding the folder's run lock (``utils.locks.run_lock``), so no live run
+    is writing them.
+    """
+    directory = Path(directory)
+    stale = sorted(p for p in directory.glob(TEMP_GLOB) if p.is_file()) if directory.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
@@ -65,12 +96,45 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
-def read_json(path: str | Path, default: Any = None) -> Any:
-    """Read JSON, or return ``default`` when the file does not exist."""
+def read_json(path: str | Path, default: Any = None, remake: str = "delete it and rerun the stage that writes it") -> Any:
+    """Read JSON, or return ``default`` when the file does not exist; a corrupt file raises naming itself and ``remake``."""
     path = Path(path)
     if not path.exists():
         return default
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ArtifactError(f"{path} is truncated or not valid JSON ({error}): {remake}.") from None
+
+
+def load_npy(path: str | Path, remake: str, mmap: bool = False, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """One ``.npy`` artifact; a missing, truncated or wrongly shaped file raises naming it and ``remake``.
+
+    remake: the command (or step) that writes it again, e.g. "rerun `python regress.py ...`".
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Missing {path}: {remake}.")
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise ArtifactError(f"{path} is truncated or not a .npy file ({error}): {remake}.") from None
+    if shape is not None and tuple(array.shape) != tuple(shape):
+        raise ArtifactError(f"{path} has shape {tuple(array.shape)}, expected {tuple(shape)}: {remake}.")
+    return array
+
+
+def load_pt(path: str | Path, remake: str) -> Any:
+    """A ``torch.save`` artifact (tensors and plain containers only: ``weights_only``); named errors as ``load_npy``."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Missing {path}: {remake}.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as error:  # truncated zip, bad magic, unsafe global
+        raise ArtifactError(f"{path} is truncated or not a checkpoint this code wrote ({str(error).splitlines()[0]}): {remake}.") from None
 
 
 def is_complete_npy(path: str | Path, shape: tuple[int, ...] | None = None) -> bool:

@@ -289,3 +289,8 @@ def settings_path(directory: str | Path) -> Path:
 def reconstruction_frames_path(out_dir: str | Path, stimulus: str) -> Path:
     """``<reconstruction dir>/frames/<stim>.npy``: the clip's frames, lossless uint8 (F, H, W, 3); evaluation reads these."""
     return Path(out_dir) / "frames" / f"{stimulus}.npy"
+
+
+def lock_path(directory: str | Path) -> Path:
+    """``<dir>/.lock``: the run lock of a stage's output folder (``utils.locks``)."""
+    return Path(directory) / ".lock"
