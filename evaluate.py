@@ -49,16 +49,17 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import sys
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 from models import zoo
 from utils import evaluation_data, layout, report, scoring
-from utils.cli import common_parser, parse_args, positive_int, resolve_device, resolve_dtype
+from utils.cli import common_parser, parse_args, positive_int, resolve_device, resolve_dtype, run_main
 from utils.datasets import get_spec, stimulus_path
-from utils.io import write_manifest
+from utils.io import remove_stale_temps, write_manifest
+from utils.locks import run_lock
 from utils.report import ClipMedia, ReportSettings, RunEvaluation
 from utils.scoring import DEFAULT_PROTOCOL, PROTOCOLS, SSIM_KEYS, EvaluationSettings, RunScores, get_protocol
 from utils.seeds import seed_everything
@@ -285,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = [run_name(args)] if args.videos is not None else args.reconstructions or evaluation_data.find_runs(args.data_root)
     if not runs:
         raise FileNotFoundError(f"No reconstruction runs under {layout.reconstructions_root(args.data_root)}: run reconstruct_zeroscope.py first.")
+    if args.predictions_run and not layout.regression_metrics_path(args.data_root, args.predictions_run).exists():
+        raise FileNotFoundError(
+            f"--predictions-run {args.predictions_run}: there is no {layout.regression_metrics_path(args.data_root, args.predictions_run)}; "
+            f"run `python regress.py --run {args.predictions_run}` first, or drop --predictions-run."
+        )
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
 
@@ -302,22 +308,29 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pending.append((run, key))
 
-    models = load_models(args, device, dtype) if pending and args.semantic else None
-    computed: dict[str, tuple[RunEvaluation, float]] = {}
-    for run, key in pending:
-        start = time.perf_counter()
-        evaluation = evaluate_run(args, settings, run, models)
-        evaluation.result["inputs_fingerprint"] = key
-        computed[run] = (evaluation, time.perf_counter() - start)
-        done[run] = evaluation.result
+    with contextlib.ExitStack() as held:  # one evaluation at a time per output folder; a killed one's temp files go
+        for run, _ in pending:
+            out_dir = layout.evaluation_dir(args.data_root, run)
+            held.enter_context(run_lock(out_dir, STAGE))
+            for folder in (out_dir, layout.figures_dir(out_dir), layout.media_dir(out_dir)):
+                remove_stale_temps(folder)
+        models = load_models(args, device, dtype) if pending and args.semantic else None
+        computed: dict[str, tuple[RunEvaluation, float]] = {}
+        for run, key in pending:
+            start = time.perf_counter()
+            evaluation = evaluate_run(args, settings, run, models)
+            evaluation.result["inputs_fingerprint"] = key
+            computed[run] = (evaluation, time.perf_counter() - start)
+            done[run] = evaluation.result
 
-    groups = scoring.subject_groups(list(done.values()))  # every run's bars, the kept ones included
-    for run, (evaluation, seconds) in computed.items():
-        out_dir = report.write_evaluation(layout.evaluation_dir(args.data_root, run), evaluation, groups, report_settings, scoring.clip_card_scores)
-        write_manifest(
-            out_dir, STAGE, args, inputs={"videos" if args.videos is not None else "reconstructions": evaluation.result["protocol"]["source"]},
-            counts={"clips": len(evaluation.stimuli), "seconds": round(seconds, 2)},
-        )
+        groups = scoring.subject_groups(list(done.values()))  # every run's bars, the kept ones included
+        for run, (evaluation, seconds) in computed.items():
+            out_dir = report.write_evaluation(layout.evaluation_dir(args.data_root, run), evaluation, groups, report_settings, scoring.clip_card_scores)
+            source = "videos" if args.videos is not None else "reconstructions"
+            write_manifest(
+                out_dir, STAGE, args, inputs={source: evaluation.result["protocol"]["source"]},
+                counts={"clips": len(evaluation.stimuli), "seconds": round(seconds, 2)}, device=device, dtype=str(dtype),
+            )
     for run, result in done.items():
         print(f"[evaluate] {run}: {result['n_clips']} clips -> {layout.report_path(layout.evaluation_dir(args.data_root, run))}")
         print(f"[evaluate] {run}: {scoring.headline(result)}")
@@ -325,4 +338,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_main(main))

@@ -50,7 +50,7 @@ from pathlib import Path
 from models import training, zoo
 from models.regressors import REGRESSORS
 from utils import layout
-from utils.cli import common_parser, parse_args
+from utils.cli import common_parser, parse_args, run_main
 from utils.datasets import check_subjects, get_spec, subject_folder
 from utils.io import read_json
 from utils.regression_data import RegressionSettings
@@ -311,4 +311,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_main(main))

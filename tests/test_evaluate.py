@@ -150,3 +150,24 @@ def test_example_config_holds_the_defaults():
     args = cli.parse_args(evaluate.build_parser(), ["--config", str(Path(__file__).parents[1] / "configs" / "evaluate.yaml")])
     defaults = evaluate.build_parser().parse_args(["--dataset", "bmd"])
     assert vars(args) | {"config": None} == vars(defaults)
+
+
+def test_a_named_predictions_run_must_exist(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--predictions-run nonexistent: there is no .*predictions/nonexistent/metrics\.json"):
+        evaluate.main(["--data-root", str(tmp_path), "--preset", "tiny", "--reconstructions", "r", "--predictions-run", "nonexistent"])
+
+
+def test_a_live_evaluation_locks_its_folder_and_a_killed_ones_temp_files_go(tmp_path):
+    from utils import locks
+
+    root = tmp_path / "data"
+    make_demo(root, n_subjects=1, n_train=2, n_test=2, size=32, n_frames=8)
+    make_reconstructions(root, "locked")
+    out_dir = layout.evaluation_dir(root, "locked")
+    argv = ["--data-root", str(root), "--reconstructions", "locked", "--no-semantic", *FAST]
+    with locks.run_lock(out_dir, "evaluate"):
+        with pytest.raises(locks.RunLockedError, match="in use by evaluate"):
+            evaluate.main(argv)
+    (out_dir / ".report.html.abc.tmp.html").write_text("half")
+    assert evaluate.main(argv) == 0
+    assert not list(out_dir.glob(".*.tmp*")) and not layout.lock_path(out_dir).exists()

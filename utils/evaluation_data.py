@@ -252,4 +252,6 @@ def display_fps(true_path: Path, n_frames: int) -> float:
 
 def read_regression_metrics(data_root: str | Path | None, predictions_run: str) -> dict | None:
     """regress.py's ``predictions/<run>/metrics.json``, or None when that run has none."""
-    return read_json(layout.regression_metrics_path(data_root, predictions_run))
+    return read_json(
+        layout.regression_metrics_path(data_root, predictions_run), remake=f"rerun `python regress.py --run {predictions_run} --overwrite`"
+    )

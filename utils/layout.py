@@ -225,9 +225,14 @@ def figures_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "figures"
 
 
+def media_dir(out_dir: str | Path) -> Path:
+    """``<evaluation dir>/media/``: the clips copied for the report."""
+    return Path(out_dir) / "media"
+
+
 def media_path(out_dir: str | Path, stimulus: str, kind: str) -> Path:
     """``<evaluation dir>/media/<stim>_<kind>.mp4``: a clip copied for the report (kind: true, pred)."""
-    return Path(out_dir) / "media" / f"{stimulus}_{kind}.mp4"
+    return media_dir(out_dir) / f"{stimulus}_{kind}.mp4"
 
 
 # ----------------------------------------------------------------------------- datasets: downloads, split lists, demo
