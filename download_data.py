@@ -10,7 +10,12 @@ Reads / writes (under --data-root, default ./data; paths from utils/layout.py):
 - --prepare: each subject's pickle -> betas_cifti_<ds>/subNN/<roi_set>.npy (trials x vertices,
   float32) + <roi_set>_trials.csv + <roi_set>_prepared.json (utils/prepare.py); manifest.json.
   --roi-set (default Group41) is a named set or MMP ROIs joined by '+' (V1+V2+MT), whose
-  vertices are taken from the pickle's.
+  vertices are taken from the pickle's. Trials holding NaN or +-Inf follow --nan-policy; a
+  split left empty is warned about. The summary records the settings (ROI set, policy, the
+  pickle's size and sha256): a rerun with the same ones skips, with others it refuses (pass
+  --overwrite). Every subject is attempted; failures are listed at the end (exit status 1).
+  A subject folder is locked while it is converted (a second copy stops; a killed one's lock
+  and temporary files are cleaned up by the next run).
 - --write-indiv / --from-indiv: prepared layout <-> the original individual-file layout
   betas_cifti_<ds>/subNN/indiv_npys/<roi_set><suffix>/<stim>_rep<k>.npy (utils/indiv.py).
 
@@ -26,15 +31,23 @@ Examples:
 """
 from __future__ import annotations
 
+import pickle
 import sys
 
 from utils import download, layout
-from utils.cli import common_parser, nonnegative_float, parse_args
+from utils.cli import common_parser, nonnegative_float, parse_args, run_main
 from utils.datasets import DatasetSpec, check_subjects, download_command, get_spec, parse_subject
-from utils.indiv import indiv_source, subject_indiv_dir, write_indiv, write_prepared_from_indiv
+from utils.indiv import indiv_source, write_prepared_from_indiv, write_subject_indiv
 from utils.io import write_manifest
-from utils.prepare import NAN_POLICIES, is_prepared, load_prepared, prepare_subject, source_pickle_path, summary_text
-from utils.synthetic import add_demo_arguments, demo_settings, make_demo
+from utils.locks import RunLockedError
+from utils.prepare import NAN_POLICIES, is_prepared, prepare_subject, source_pickle_path, summary_text
+from utils.synthetic import DEMO_FLAGS, add_demo_arguments, check_demo_subjects, demo_settings, make_demo
+
+# Flags of the network download only, and of the conversions only (errors when given elsewhere).
+DOWNLOAD_FLAGS = ("what", "retries", "backoff", "verify", "drive_ids", "accept_stimuli_terms", "timeout")
+CONVERT_FLAGS = ("nan_policy",)
+# What a failed subject conversion raises (an unsafe pickle is a pickle.UnpicklingError).
+SUBJECT_ERRORS = (OSError, ValueError, KeyError, pickle.UnpicklingError, RunLockedError)
 
 
 def build_parser():
@@ -68,12 +81,15 @@ def subjects_on_disk(data_root: str, spec: DatasetSpec, roi_set: str, need: str)
             subject = parse_subject(folder.name)
         except ValueError:
             continue
-        if need == "pickle":
-            ok = source_pickle_path(data_root, spec, subject).exists()
-        elif need == "indiv":
-            ok = indiv_source(data_root, spec.name, subject, roi_set)[0].is_dir()
-        else:
-            ok = is_prepared(data_root, spec.name, subject, roi_set)
+        try:
+            if need == "pickle":
+                ok = source_pickle_path(data_root, spec, subject).exists()
+            elif need == "indiv":
+                ok = indiv_source(data_root, spec.name, subject, roi_set)[0].is_dir()
+            else:
+                ok = is_prepared(data_root, spec.name, subject, roi_set)
+        except ValueError:  # two folders of the subject hold data: its conversion names them
+            ok = True
         if ok and (spec.synthetic or subject in spec.subjects):
             found.add(subject)
     return sorted(found)
@@ -127,10 +143,21 @@ def convert_subject(args, spec: DatasetSpec, subject: int) -> str:
     if args.prepare:
         lines.append(summary_text(prepare_subject(args.data_root, spec.name, subject, args.roi_set, args.overwrite, args.nan_policy)))
     if args.write_indiv:
-        target = subject_indiv_dir(args.data_root, spec.name, subject, args.roi_set)
-        counts = write_indiv(load_prepared(args.data_root, spec.name, subject, args.roi_set), target, overwrite=args.overwrite)
-        lines.append(f"indiv: {counts['written']} file(s) written, {counts['skipped']} kept, in {target}")
+        counts = write_subject_indiv(args.data_root, spec.name, subject, args.roi_set, overwrite=args.overwrite)
+        lines.append(f"indiv: {counts['written']} file(s) written, {counts['skipped']} kept, in {counts['directory']}")
     return "\n".join(lines)
+
+
+def subject_input(args, spec: DatasetSpec, subject: int) -> str:
+    """The input file (or folder) of a subject's conversion, for the list of failures."""
+    try:
+        if args.from_indiv:
+            return str(indiv_source(args.data_root, spec.name, subject, args.roi_set)[0])
+        if args.prepare:
+            return str(source_pickle_path(args.data_root, spec, subject))
+        return str(layout.betas_dir(args.data_root, spec.name, f"sub{subject:02d}"))
+    except ValueError:
+        return str(layout.dataset_betas_dir(args.data_root, spec.name))
 
 
 def run_convert(args, spec: DatasetSpec) -> int:
@@ -138,6 +165,8 @@ def run_convert(args, spec: DatasetSpec) -> int:
     need = "indiv" if args.from_indiv else ("pickle" if args.prepare else "prepared")
     if args.subjects:
         subjects = check_subjects(spec, args.subjects)
+        if spec.synthetic and args.prepare:  # subjects without a pickle: are they beyond those generated?
+            check_demo_subjects(args.data_root, sorted(set(subjects) - set(subjects_on_disk(args.data_root, spec, args.roi_set, "pickle"))))
     else:
         subjects = subjects_on_disk(args.data_root, spec, args.roi_set, need)
         if not subjects:
@@ -150,12 +179,13 @@ def run_convert(args, spec: DatasetSpec) -> int:
         for subject in subjects:
             print(f"would run {' + '.join(steps)} for {spec.name} sub{subject:02d}")
         return 0
-    failures, summaries = {}, {}
+    failures, summaries, inputs_failed = {}, {}, {}
     for subject in subjects:
         try:
             report = convert_subject(args, spec, subject)
-        except (OSError, ValueError, KeyError) as exc:
+        except SUBJECT_ERRORS as exc:
             failures[subject] = f"{type(exc).__name__}: {exc}"
+            inputs_failed[subject] = subject_input(args, spec, subject)
             print(f"FAILED {spec.name} sub{subject:02d}: {exc}", file=sys.stderr)
             continue
         summaries[subject] = report
@@ -171,18 +201,44 @@ def run_convert(args, spec: DatasetSpec) -> int:
         write_manifest(layout.dataset_betas_dir(args.data_root, spec.name), "prepare", args, inputs=inputs,
                        counts={"subjects_ok": len(summaries), "subjects_failed": len(failures)}, failures=failures)
     print(f"{spec.name}: {len(summaries)} subject(s) done, {len(failures)} failed")
+    for subject, message in failures.items():
+        print(f"  failed {spec.name} sub{subject:02d} ({inputs_failed[subject]}): {message}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def given_flags(parser, args, names: tuple[str, ...]) -> str:
+    """Those of the flags ``names`` set to other than their defaults, as ``--a, --b`` ('' for none)."""
+    return ", ".join("--" + n.replace("_", "-") for n in names if getattr(args, n) != parser.get_default(n))
+
+
+def flag_conflicts(parser, args, spec: DatasetSpec) -> list[str]:
+    """Flags given that this run would ignore, or that contradict each other: one line each, with why."""
+    converting = args.prepare or args.from_indiv or args.write_indiv
+    download, demo, convert = (given_flags(parser, args, names) for names in (DOWNLOAD_FLAGS, DEMO_FLAGS, CONVERT_FLAGS))
+    problems = []
+    if args.prepare and args.from_indiv:
+        problems.append("--prepare and --from-indiv both write the prepared layout: choose one.")
+    if download and (converting or spec.synthetic):
+        why = "the conversions download nothing" if converting else "the demo is synthesised offline"
+        problems.append(f"{download} only apply to downloading a real dataset, and {why}: drop them.")
+    if demo and (converting or not spec.synthetic):
+        why = "the conversions read the demo as it was made" if converting else f"--dataset {spec.name} is not the demo"
+        problems.append(f"{demo} only apply to synthesising the demo, and {why}: drop them.")
+    if convert and not (args.prepare or args.from_indiv):
+        problems.append(f"{convert} only applies with --prepare or --from-indiv: add one, or drop it.")
+    if args.retries < 0:
+        problems.append(f"--retries must be >= 0, got {args.retries}.")
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags and run the download, the demo or the conversions."""
     parser = build_parser()
     args = parse_args(parser, argv)
-    if args.prepare and args.from_indiv:
-        parser.error("--prepare and --from-indiv both write the prepared layout: choose one.")
-    if args.retries < 0:
-        parser.error(f"--retries must be >= 0, got {args.retries}.")
     spec = get_spec(args.dataset)
+    problems = flag_conflicts(parser, args, spec)
+    if problems:
+        parser.error(" ".join(problems))
     try:
         if args.prepare or args.from_indiv or args.write_indiv:
             return run_convert(args, spec)
@@ -195,4 +251,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_main(main))

@@ -26,14 +26,24 @@ Reads:  <data-root>/stimuli_<ds>/... and <data-root>/metadata_<ds>/annotations.j
 Writes: <data-root>/target_vectors_<ds>/{blip,clip,clip_frames,clip_text}/<stim>.npy (float32;
         HAD keeps the class subfolder), target_vectors_<ds>/captions.json, and in each target
         folder settings.json (the recipe and every setting that determines the files) and
-        manifest.json (flags, counts, timings, ``failed``).
+        manifest.json (flags, counts, timings, the device and dtype that ran, ``failed``: kept
+        across runs until the stimulus is written, ``short_videos``).
 
 A stimulus is skipped when all its outputs are complete (``--overwrite`` redoes it). A folder
 made with other settings (e.g. another recipe), or files without settings.json, are refused:
 ``--overwrite`` redoes them, another ``--data-root`` writes elsewhere, and ``--adopt`` records
 files copied in as made with the asked settings after checking every file's shape and dtype.
-An undecodable video is named, recorded in the manifests and skipped; the script then exits
-with status 1.
+An undecodable video is named, recorded in the manifests and skipped; missing videos (a
+partial download) are counted in one line naming the first few and the command that fetches
+them; either makes the exit status 1. A video with fewer than 15 frames is allowed (repeated
+frames, as the original's): it is warned about once and listed in the manifests. Videos are
+decoded frame by frame, keeping only the picked frames at the BLIP and CLIP sizes.
+
+Refused before any work: ``--device cuda`` without CUDA, ``--model-path`` / ``--clip-path``
+with ``--preset tiny`` (built in code; the paths would be ignored), a second copy of the stage
+writing the same folders (a run lock; a killed run's lock and temporary files are cleaned up),
+and a corrupt annotations.json or captions.json (named, with the command that remakes it).
+Ctrl-C stops with one line; finished files are kept and a rerun resumes.
 
 Examples:
     python extract_targets_blip.py --dataset bmd
@@ -52,8 +62,17 @@ import numpy as np
 from models import targets, zoo
 from models.captioning import CaptionSettings, caption_embeddings, embedding_shape
 from utils import layout
-from utils.cli import common_parser, defaults_from, nonnegative_int, parse_args, positive_int, resolve_device, resolve_dtype
-from utils.io import is_complete_npy, read_json, save_npy, write_json, write_manifest
+from utils.cli import (
+    common_parser,
+    defaults_from,
+    nonnegative_int,
+    parse_args,
+    positive_int,
+    resolve_device,
+    resolve_dtype,
+    run_main,
+)
+from utils.io import is_complete_npy, remove_stale_temps, save_npy, write_json, write_manifest
 from utils.provenance import write_settings
 from utils.seeds import seed_everything
 from utils.targets import open_target_folder
@@ -81,28 +100,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Extract the embeddings and captions; returns 0, or 1 when some videos could not be decoded."""
-    from tqdm import tqdm
-
+    """Extract the embeddings and captions; returns 0, or 1 when some videos were missing or could not be decoded."""
     args = parse_args(build_parser(), argv, bundle=targets.RECIPE_BUNDLE)
-    seed_everything(args.seed)
+    targets.refuse_unused_model_paths(args.preset, {"--model-path": args.model_path, "--clip-path": args.clip_path})
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    image_size = args.image_size or zoo.blip_image_size(args.preset)
+    seed_everything(args.seed)
     jobs = targets.plan_jobs(args.data_root, args.dataset, args.subset, args.stimuli, args.limit)
     notes = targets.dataset_annotations(args.data_root, args.dataset) if args.clip else None
+    folders = ["blip"] + (["clip", "clip_frames"] if args.clip else []) + (["clip_text"] if args.clip and notes else [])
+    with targets.lock_folders([layout.targets_dir(args.data_root, args.dataset, t) for t in folders], STAGE):
+        remove_stale_temps(layout.captions_path(args.data_root, args.dataset).parent)  # captions.json's, beside the folders
+        return extract(args, jobs, notes, folders, device, dtype)
 
-    blip, blip_processor = zoo.load_blip(args.preset, args.model_path, device=device, dtype=dtype)
+
+def extract(args: argparse.Namespace, jobs: list[targets.Job], notes: dict | None, folders: list[str], device: str, dtype) -> int:
+    """Write the ``folders`` targets and the captions of ``jobs`` (the caller holds the locks); the exit status."""
+    from tqdm import tqdm
+
+    image_size = args.image_size or zoo.blip_image_size(args.preset)
+    previous = {t: targets.previous_manifest(layout.targets_dir(args.data_root, args.dataset, t)) for t in folders}
+    captions_file = layout.captions_path(args.data_root, args.dataset)
+    captions: dict[str, str] = targets.read_blip_captions(args.data_root, args.dataset)
+
+    blip, blip_processor = zoo.load_blip(args.preset, args.model_path, device=device, dtype=dtype, flag="--model-path")
     shapes: dict[str, tuple[int, ...]] = {"blip": embedding_shape(blip, image_size)}
     clip = clip_processor = None
     clip_size = 0
     if args.clip:
-        clip, clip_processor = zoo.load_clip(args.preset, args.clip_path, device=device, dtype=dtype)
+        clip, clip_processor = zoo.load_clip(args.preset, args.clip_path, device=device, dtype=dtype, flag="--clip-path")
         clip_size = int(clip_processor.image_processor.crop_size["height"])
         dim = int(clip.config.projection_dim)
         shapes.update(clip=(dim,), clip_frames=(targets.N_FRAMES, dim), clip_text=(dim,))
-    captions_file = layout.captions_path(args.data_root, args.dataset)
-    captions: dict[str, str] = read_json(captions_file, default={})
 
     def out_of(target: str, stimulus: str) -> Path:
         return layout.target_path(args.data_root, args.dataset, target, stimulus)
@@ -126,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         "clip_frames": targets.record_settings("clip_frames", vars(args), image_size=clip_size, model=models["clip"], **common),
         "clip_text": targets.record_settings("clip_text", vars(args), captions="annotations", model=models["clip"], preset=args.preset),
     }
-    folders = [t for t in TARGETS if t in shapes and (t != "clip_text" or notes)]
     record_after = {
         t: open_target_folder(
             layout.targets_dir(args.data_root, args.dataset, t), STAGE, records[t],
@@ -136,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in folders
     }
     todo, skipped = targets.split_done(jobs, complete, args.overwrite)
+    todo, missing = targets.split_missing(todo)
     print(f"blip/clip: {len(jobs)} stimuli of {args.dataset} ({len(skipped)} already complete), recipe {args.recipe}, "
           f"BLIP {image_size}px -> {shapes['blip']}, CLIP {clip_size or 'off'}, {device} {dtype}")
     settings = CaptionSettings(num_beams=args.caption_beams, seed=args.seed, slash_to_space=args.caption_slash_to_space)
@@ -143,12 +172,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def process(batch: list[targets.Job], loaded: list[dict]) -> None:
         names = [j.stimulus for j in batch]
-        states = targets.blip_embeddings(blip, np.stack([x["blip"] for x in loaded]), mean, std, args.blip_normalize)  # (B, tokens, dim)
+        states = targets.blip_embeddings(blip, np.stack([x.views["blip"] for x in loaded]), mean, std, args.blip_normalize)  # (B, tokens, dim)
         for name, state in zip(names, states, strict=True):
             save_npy(out_of("blip", name), state)
         if clip is not None:
             image_processor = clip_processor.image_processor
-            frames = targets.clip_image_embeddings(clip, np.stack([x["clip"] for x in loaded]), image_processor.image_mean, image_processor.image_std)
+            frames = targets.clip_image_embeddings(clip, np.stack([x.views["clip"] for x in loaded]), image_processor.image_mean, image_processor.image_std)
             for name, per_frame in zip(names, frames, strict=True):  # (15, dim)
                 save_npy(out_of("clip_frames", name), per_frame)
                 save_npy(out_of("clip", name), per_frame.mean(axis=0))
@@ -159,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                     save_npy(out_of("clip_text", name), text)
         if args.captions:
             new = dict(zip(names, caption_embeddings(blip, blip_processor, states, settings, batch_size=len(names)), strict=True))
-            captions.update(read_json(captions_file, default={}))  # keep what other runs wrote meanwhile
+            captions.update(targets.read_blip_captions(args.data_root, args.dataset))  # keep what other runs wrote meanwhile
             captions.update(new)
             write_json(captions_file, dict(sorted(captions.items())))
 
@@ -169,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = targets.frame_loader(targets.N_FRAMES, transforms, args.frame_sampling)
     with tqdm(total=len(todo), unit="video", desc="blip/clip", disable=not args.progress) as bar:
         stats = targets.run_batches(todo, loader, process, args.batch_size, args.workers, bar)
-    stats.skipped = skipped
+    stats.skipped, stats.missing = skipped, missing
 
     for target in folders:
         out_dir = layout.targets_dir(args.data_root, args.dataset, target)
@@ -179,10 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             out_dir, STAGE, args,
             inputs={"stimuli": str(layout.stimuli_dir(args.data_root, args.dataset)), **models},
             counts=stats.counts(), shape=list(shapes[target]), image_size=image_size, clip_size=clip_size,
-            captions=str(captions_file) if args.captions else None, failed=stats.failed,
+            captions=str(captions_file) if args.captions else None, ran={"device": device, "dtype": str(dtype).removeprefix("torch.")},
+            **targets.manifest_records(previous[target], stats),
         )
-    return targets.print_summary(stats, captions_file.parent)
+    return targets.print_summary(stats, captions_file.parent, targets.fetch_command(args.dataset))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -27,15 +27,25 @@ Reads:  <data-root>/stimuli_<ds>/... (videos; made by download_data.py), and for
 Writes: <data-root>/target_vectors_<ds>/z_zeroscope/<stim>.npy   (15, 4, h/8, w/8) float32 (float16
         with --z-dtype float16); target_vectors_<ds>/c_zeroscope/<stim>.npy (77, D) float32
         (HAD keeps the class subfolder); in each folder settings.json (the recipe and every
-        setting that determines the files) and manifest.json (flags, counts, timings, and
-        ``failed``: {stimulus: error} for undecodable videos).
+        setting that determines the files) and manifest.json (flags, counts, timings, the device
+        and dtype that ran, ``failed``: {stimulus: error} for undecodable or missing videos, kept
+        across runs until the stimulus is written, and ``short_videos``: {stimulus: frames}).
 
 Complete outputs made with the same settings are skipped (``--overwrite`` redoes them). A
 folder made with other settings (e.g. another recipe), or files without settings.json, are
 refused: ``--overwrite`` redoes them, another ``--data-root`` writes elsewhere, and ``--adopt``
 records files copied in (e.g. the original's float16 latents) as made with the asked settings
 after checking every file's shape and dtype. An undecodable video is named, recorded in the
-manifest and skipped; the script then exits with status 1.
+manifest and skipped; missing videos (a partial download) are counted in one line naming the
+first few and the command that fetches them; either makes the exit status 1. A video with
+fewer than 15 frames is allowed (its latents repeat frames, as the original's did): it is
+warned about once and listed in the manifest. Videos are decoded frame by frame and only the
+15 picked frames are kept, resized at once, so an 8K video needs little memory.
+
+Refused before any work: ``--device cuda`` without CUDA, ``--model-path`` with ``--preset
+tiny`` (built in code; the path would be ignored), and a second copy of the stage writing the
+same folder (a run lock; a killed run's lock and temporary files are cleaned up). Ctrl-C stops
+with one line; finished files are kept and a rerun resumes.
 
 Examples:
     python extract_targets_zeroscope.py --dataset bmd
@@ -55,7 +65,16 @@ import numpy as np
 
 from models import targets, zoo
 from utils import layout
-from utils.cli import common_parser, defaults_from, nonnegative_int, parse_args, positive_int, resolve_device, resolve_dtype
+from utils.cli import (
+    common_parser,
+    defaults_from,
+    nonnegative_int,
+    parse_args,
+    positive_int,
+    resolve_device,
+    resolve_dtype,
+    run_main,
+)
 from utils.io import is_complete_npy, save_npy, write_manifest
 from utils.provenance import write_settings
 from utils.seeds import seed_everything
@@ -82,15 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def ran(device: str, dtype) -> dict[str, str]:
+    """What actually ran, for the manifest."""
+    return {"device": device, "dtype": str(dtype).removeprefix("torch.")}
+
+
 def extract_latents(args: argparse.Namespace, jobs: list[targets.Job], device: str, dtype) -> int:
-    """Write z_zeroscope for ``jobs``; 0, or 1 when some videos could not be decoded."""
+    """Write z_zeroscope for ``jobs`` (the caller holds the folder's lock); 0, or 1 when some videos were missing or could not be decoded."""
     from tqdm import tqdm
 
     target = "z_zeroscope"
-    size = args.size or zoo.zeroscope_frame_size(args.preset)
-    vae = zoo.load_zeroscope(args.preset, args.model_path, device=device, dtype=dtype, parts=("vae",))["vae"]
-    shape = targets.latent_shape(vae, size)
     out_dir = layout.targets_dir(args.data_root, args.dataset, target)
+    previous = targets.previous_manifest(out_dir)
+    size = args.size or zoo.zeroscope_frame_size(args.preset)
+    vae = zoo.load_zeroscope(args.preset, args.model_path, device=device, dtype=dtype, parts=("vae",), flag="--model-path")["vae"]
+    shape = targets.latent_shape(vae, size)
     model = zoo.model_source(args.preset, args.model_path, zoo.ZEROSCOPE_ID)
     seed = {"seed": args.seed} if args.latent == "sample" else {}
     settings = targets.record_settings(target, vars(args), frame_size=size, model=model, preset=args.preset, n_frames=targets.N_FRAMES, **seed)
@@ -102,6 +127,7 @@ def extract_latents(args: argparse.Namespace, jobs: list[targets.Job], device: s
         out_dir, STAGE, settings, [out_of(j.stimulus) for j in jobs], args.overwrite, (shape, args.z_dtype) if args.adopt else None
     )
     todo, skipped = targets.split_done(jobs, lambda stimulus: is_complete_npy(out_of(stimulus), shape), args.overwrite)
+    todo, missing = targets.split_missing(todo)
     print(f"{target}: {len(jobs)} stimuli of {args.dataset} ({len(skipped)} already complete), recipe {args.recipe}, "
           f"frames {size}px -> latents {shape} {args.z_dtype}, {device} {dtype}")
 
@@ -114,23 +140,27 @@ def extract_latents(args: argparse.Namespace, jobs: list[targets.Job], device: s
 
     loader = targets.frame_loader(targets.N_FRAMES, {"frames": targets.squash_resize(size, args.resize_antialias)}, args.frame_sampling)
     with tqdm(total=len(todo), unit="video", desc=target, disable=not args.progress) as bar:
-        stats = targets.run_batches(todo, loader, lambda batch, loaded: process(batch, [item["frames"] for item in loaded]), args.batch_size, args.workers, bar)
-    stats.skipped = skipped
+        stats = targets.run_batches(
+            todo, loader, lambda batch, loaded: process(batch, [item.views["frames"] for item in loaded]), args.batch_size, args.workers, bar
+        )
+    stats.skipped, stats.missing = skipped, missing
     if record_after:
         write_settings(out_dir, STAGE, settings)
     write_manifest(
         out_dir, STAGE, args, inputs={"stimuli": str(layout.stimuli_dir(args.data_root, args.dataset)), "model": model},
-        counts=stats.counts(), shape=list(shape), frame_size=size, failed=stats.failed,
+        counts=stats.counts(), shape=list(shape), frame_size=size, ran=ran(device, dtype), **targets.manifest_records(previous, stats),
     )
-    return targets.print_summary(stats, out_dir)
+    return targets.print_summary(stats, out_dir, targets.fetch_command(args.dataset))
 
 
 def extract_conditioning(args: argparse.Namespace, jobs: list[targets.Job], device: str, dtype) -> int:
-    """Write c_zeroscope (text-encoder states of each stimulus' captions, averaged) for ``jobs``; 0."""
+    """Write c_zeroscope (text-encoder states of each stimulus' captions, averaged) for ``jobs`` (the
+    caller holds the folder's lock); 0."""
     target = "c_zeroscope"
-    parts = zoo.load_zeroscope(args.preset, args.model_path, device=device, dtype=dtype, parts=("text_encoder", "tokenizer"))
-    shape = targets.text_states_shape(parts["text_encoder"], parts["tokenizer"])
     out_dir = layout.targets_dir(args.data_root, args.dataset, target)
+    previous = targets.previous_manifest(out_dir)
+    parts = zoo.load_zeroscope(args.preset, args.model_path, device=device, dtype=dtype, parts=("text_encoder", "tokenizer"), flag="--model-path")
+    shape = targets.text_states_shape(parts["text_encoder"], parts["tokenizer"])
     model = zoo.model_source(args.preset, args.model_path, zoo.ZEROSCOPE_ID)
 
     def out_of(stimulus: str) -> Path:
@@ -152,25 +182,25 @@ def extract_conditioning(args: argparse.Namespace, jobs: list[targets.Job], devi
     if record_after:
         write_settings(out_dir, STAGE, settings)
     write_manifest(
-        out_dir, STAGE, args, inputs={"captions": source, "model": model}, counts=stats.counts(), shape=list(shape), failed={},
+        out_dir, STAGE, args, inputs={"captions": source, "model": model}, counts=stats.counts(), shape=list(shape),
+        ran=ran(device, dtype), **targets.manifest_records(previous, stats),
     )
     return targets.print_summary(stats, out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Extract the asked targets; returns 0, or 1 when some videos could not be decoded."""
+    """Extract the asked targets; returns 0, or 1 when some videos were missing or could not be decoded."""
     args = parse_args(build_parser(), argv, bundle=targets.RECIPE_BUNDLE)
-    seed_everything(args.seed)
+    targets.refuse_unused_model_paths(args.preset, {"--model-path": args.model_path})
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    seed_everything(args.seed)
     jobs = targets.plan_jobs(args.data_root, args.dataset, args.subset, args.stimuli, args.limit)
-    codes = []
-    if "z_zeroscope" in args.targets:
-        codes.append(extract_latents(args, jobs, device, dtype))
-    if "c_zeroscope" in args.targets:
-        codes.append(extract_conditioning(args, jobs, device, dtype))
-    return max(codes)
+    extract = {"z_zeroscope": extract_latents, "c_zeroscope": extract_conditioning}
+    folders = [layout.targets_dir(args.data_root, args.dataset, t) for t in args.targets]
+    with targets.lock_folders(folders, STAGE):
+        return max(extract[t](args, jobs, device, dtype) for t in TARGETS if t in args.targets)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

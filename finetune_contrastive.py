@@ -22,6 +22,12 @@ prepared trial (all splits, the rows of the subject's trials table, copied besid
 ``subNN_trials.csv``), plus ``embeddings/<run>/manifest.json`` with the test retrieval
 metrics (top-1 among the test stimuli and 2-way identification, per subject and mean).
 
+Every run records its settings (``settings.json`` beside the checkpoints, and beside the
+embeddings the checkpoint digest and export settings they were made with): a rerun with the same
+flags skips finished work; other flags are refused with the list of differences (``--overwrite``
+redoes the work, a new ``--run`` keeps both). ``--device cuda`` without a GPU, ``--dtype float16``
+on the CPU and ``--resume --overwrite`` are refused before any work.
+
 Examples:
   python finetune_contrastive.py --datasets demo --preset tiny --epochs 20
   python finetune_contrastive.py --datasets bmd --mbm all3 --run bmd_clip --epochs 50
@@ -37,14 +43,17 @@ import numpy as np
 
 from models import contrastive, training, zoo
 from models.mbm import MaskedBrainModel, load_mbm, resolve_mbm_run
-from utils import brain_data, layout
-from utils.cli import common_parser, fraction, nonnegative_float, parse_args, positive_int, resolve_device
-from utils.io import is_complete_npy, read_json, write_manifest
+from utils import brain_data, layout, provenance
+from utils.cli import common_parser, fraction, nonnegative_float, parse_args, positive_int, resolve_device, run_main
+from utils.io import is_complete_npy, read_json, remove_stale_temps, sha256_file, write_manifest
+from utils.locks import run_lock
 
 STAGE = "contrastive"
 DEFAULTS = training.TrainSettings(epochs=30, lr=1e-3, warmup_epochs=2.0, betas=(0.9, 0.98))
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_top1", "lr", "temperature", "samples_per_s", "seconds")
 EXPORTS = ("features", "projection")
+EXPORT_STAGE = "finetune_contrastive.export"
+EXPORT_ONLY = ("export",)  # flags that change the embeddings but not the training run
 # What must not change between an interrupted run and its --resume: the model, the schedule and the samples.
 RESUME_KEYS = {
     "head": ("out_dim", "pool", "token_dim", "hidden_dim", "dropout", "temperature"),
@@ -89,10 +98,14 @@ def build_parser():
     return parser
 
 
-def train(args, run: str, ckpt_dir: Path) -> bool:
-    """Fine-tune the encoder + head into the checkpoint folder; True when the run is complete."""
+def ways_on(run: str) -> str:
+    """What a user can do when a folder holds outputs made with other flags."""
+    return f"pass --overwrite to redo run {run!r} with these flags, or choose another --run to keep both"
+
+
+def train(args, run: str, ckpt_dir: Path, accelerator, record: dict) -> bool:
+    """Fine-tune the encoder + head into the checkpoint folder (under its lock); True when the run is complete."""
     settings = DEFAULTS.with_args(args)
-    accelerator = training.start(args.device, args.dtype, args.seed)
     saved = training.open_run(ckpt_dir, accelerator, args.resume, args.overwrite)
 
     # Model: the MBM encoder (its input pipeline too) + pooling + projection head.
@@ -142,7 +155,13 @@ def train(args, run: str, ckpt_dir: Path) -> bool:
         },
         "mbm": str(mbm_path) if mbm_path is not None else None,
         "preset": args.preset,
+        "ran": training.ran(accelerator),
     }
+    if saved is not None:  # --resume: the model, schedule and samples first (their own message), then every other setting
+        training.check_resume(saved, config, RESUME_KEYS, ckpt_dir)
+        provenance.check_settings(ckpt_dir, STAGE, record, has_outputs=False, ways_on=ways_on(run))
+    if accelerator.is_main_process:
+        provenance.write_settings(ckpt_dir, STAGE, record)
 
     # Loss: symmetric InfoNCE against each target name (averaged), plus the optional MBM regulariser.
     def loss_fn(model, batch):
@@ -171,17 +190,42 @@ def train(args, run: str, ckpt_dir: Path) -> bool:
             ckpt_dir, "finetune_contrastive", args,
             inputs={"mbm": str(mbm_path) if mbm_path else None, **{s.name: list(s.prepared.betas.shape) for s in sources}},
             counts={"train_items": len(train_set), "val_items": len(val_set), "steps": progress.step, "epochs": settings.epochs},
-            run=run, best_score=progress.best_val, train_seconds=round(progress.seconds, 2),
+            run=run, ran=training.ran(accelerator), best_score=progress.best_val, train_seconds=round(progress.seconds, 2),
         )
     return progress.complete
 
 
+def export_settings(args, run: str, ckpt_dir: Path, precision: str) -> dict:
+    """What the embeddings of a run are made from: the checkpoint (by digest), the export kind, the ROI set, the precision."""
+    return {"run": run, "checkpoint_sha256": sha256_file(layout.weights_path(ckpt_dir, "best")), "export": args.export,
+            "roi_set": args.roi_set, "mixed_precision": precision}
+
+
 def export(args, run: str, ckpt_dir: Path) -> dict:
-    """Test retrieval metrics and embeddings of every prepared trial, from the best checkpoint."""
+    """Test retrieval metrics and embeddings of every prepared trial, from the best checkpoint.
+
+    The embeddings folder records its settings; embeddings made from another checkpoint or with
+    other settings are refused (never mixed), unless ``--overwrite`` redoes them.
+    """
     model, config = contrastive.load_brainclip(ckpt_dir)
     device = resolve_device(args.device)
     model.to(device)
     autocast = training.autocast_for(args.dtype, device)
+    out_dir = layout.embeddings_dir(args.data_root, run)
+    with run_lock(out_dir, EXPORT_STAGE):
+        return export_locked(args, run, ckpt_dir, model, config, device, autocast)
+
+
+def export_locked(args, run: str, ckpt_dir: Path, model, config: dict, device: str, autocast) -> dict:
+    """``export`` under the lock of the embeddings folder."""
+    out_dir = layout.embeddings_dir(args.data_root, run)
+    record = export_settings(args, run, ckpt_dir, training.mixed_precision(args.dtype, device))
+    for folder in [out_dir, *(sorted(d for d in out_dir.iterdir() if d.is_dir()) if out_dir.is_dir() else [])]:
+        remove_stale_temps(folder)  # a killed export's temporary files (we hold the folder's lock)
+    existing = sorted(out_dir.glob("*/*.npy"))
+    if not args.overwrite:
+        provenance.check_settings(out_dir, EXPORT_STAGE, record, has_outputs=bool(existing), ways_on=ways_on(run))
+    provenance.write_settings(out_dir, EXPORT_STAGE, record)
     sources = brain_data.load_sources(
         args.data_root, args.datasets, args.subjects, model.encoder.config.patch_size, config["data"]["norm"], config["data"]["pad"], args.roi_set
     )
@@ -198,11 +242,12 @@ def export(args, run: str, ckpt_dir: Path) -> dict:
         written.append(str(path))
     tests = [m["test"] for m in metrics.values()]
     summary = {key: float(np.mean([t[key] for t in tests if key in t])) for key in ("top1", "chance_top1", "two_way") if any(key in t for t in tests)}
-    write_manifest(
-        layout.embeddings_dir(args.data_root, run), "finetune_contrastive", args, inputs={"checkpoint": str(ckpt_dir)},
-        counts={"subjects": len(sources), "written": len(written), "skipped": len(skipped)},
-        run=run, export=args.export, test_mean=summary, metrics=metrics, embeddings=written + skipped,
-    )
+    if written or not layout.manifest_path(out_dir).exists():  # nothing new: the manifest of the work stays as it is
+        write_manifest(
+            out_dir, "finetune_contrastive", args, inputs={"checkpoint": str(ckpt_dir), "checkpoint_sha256": record["checkpoint_sha256"]},
+            counts={"subjects": len(sources), "written": len(written), "skipped": len(skipped)},
+            run=run, export=args.export, test_mean=summary, metrics=metrics, embeddings=written + skipped,
+        )
     return {"test_mean": summary, "metrics": metrics, "written": written, "skipped": skipped}
 
 
@@ -218,15 +263,20 @@ def already_trained(ckpt_dir: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Fine-tune an MBM encoder against CLIP targets, then export embeddings for every trial; 0 on success."""
     args = parse_args(build_parser(), argv)
+    training.check_run_flags(args.resume, args.overwrite)
     run = args.run or args.preset
     ckpt_dir = layout.checkpoint_dir(args.data_root, STAGE, run)
-    if already_trained(ckpt_dir) and not (args.resume or args.overwrite):
-        print(f"{ckpt_dir} is already trained; exporting what is missing (pass --overwrite to train again).")
-    elif not train(args, run, ckpt_dir):
-        return 0  # stopped early (--stop-after-steps): export after the --resume
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:
+    accelerator = training.start(args.device, args.dtype, args.seed)  # refuses a device/dtype it cannot apply
+    record = training.run_settings(args, run, accelerator.mixed_precision, accelerator.num_processes, leave_out=EXPORT_ONLY)
+    with run_lock(ckpt_dir, STAGE):
+        if accelerator.is_main_process:
+            remove_stale_temps(ckpt_dir)
+        if not (args.resume or args.overwrite) and already_trained(ckpt_dir):
+            provenance.check_settings(ckpt_dir, STAGE, record, has_outputs=True, ways_on=ways_on(run))
+            print(f"{ckpt_dir} is already trained (same settings); exporting what is missing (pass --overwrite to train again).")
+        elif not train(args, run, ckpt_dir, accelerator, record):
+            return 0  # stopped early (--stop-after-steps): export after the --resume
+    if not accelerator.is_main_process:
         return 0
     result = export(args, run, ckpt_dir)
     mean = result["test_mean"]
@@ -239,4 +289,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

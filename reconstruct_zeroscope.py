@@ -10,8 +10,12 @@ encoder's states, (77, 1024)) instead of a decoded caption, with guidance agains
 negative prompt's embedding, and that path's defaults (50 steps, strength 0.3; explicit
 ``--steps``/``--strength`` win). ``--recipe original`` decodes captions the original's way
 (greedy, "/" replaced by a space; models/recipes.py). Several clips share each UNet forward
-(``--batch-size``); every clip has its own seed derived from ``--seed`` and its name, so a
-clip comes out the same whatever the batching, ``--limit`` or number of processes.
+(``--batch-size``) for caption decoding and text encoding; the UNet and the VAE run one clip
+at a time, and every clip has its own seed derived from ``--seed`` and its name, so a clip's
+lossless frames are bit-identical (on CPU float32, tested) whatever the batch size, ``--limit``,
+resume or number of processes. On a GPU, kernels may round differently from run to run, and
+sampled captions (``--caption-sample``) draw from one generator per caption batch, so those
+depend on the batch.
 
 Reads (under --data-root):
     predictions/<run>/z_zeroscope/<stim>.npy   (15, 4, 33, 33) or flattened 65340    --z-from pred
@@ -29,7 +33,13 @@ targets``: the ground-truth latents and captions, i.e. the ceiling set by the VA
 caption); with --condition c_zeroscope the same names end in ``_c_zeroscope``
 (``<run>_c_zeroscope``, ``<run>_z-<z>_c_zeroscope-<c>``, ``gt_<ds>_c_zeroscope``).
 
-Clips whose frames, mp4 and gif all exist are skipped (--overwrite redoes them). Under
+The settings that determine the clips (steps, strength, guidance, negative prompt, seed,
+condition and sources, caption decoding, fps, dtype, preset and model sources, the predictions
+run and a digest of its recorded settings) are kept in settings.json. A rerun with the same
+settings skips clips whose frames, mp4, gif and caption all exist (a clip's caption is recorded
+before its files, so a killed run loses none); a rerun with other settings is refused with
+the list of differences: pass --overwrite to redo the folder with the new settings, or choose
+another --output-run. Every input file is checked before any work. Under
 ``accelerate launch`` (GPUs) or ``torchrun`` the clips are split across processes by process
 index (``accelerate.PartialState``); captions of each process go to a part file that the main
 process folds into captions.json at the end. Without a launcher it runs as one process.
@@ -51,6 +61,10 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -63,14 +77,26 @@ from models import targets, zoo
 from models.captioning import CaptionSettings, caption_embeddings, check_embedding, embedding_shape, strip_prompt
 from models.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from models.video_diffusion import CONDITIONING_DEFAULTS, DiffusionSettings, VideoDiffusion, to_unet_layout
-from utils import layout
-from utils.cli import common_parser, nonnegative_float, parse_args, positive_float, positive_int, resolve_dtype, unit_float
+from utils import layout, provenance
+from utils.cli import (
+    common_parser,
+    nonnegative_float,
+    parse_args,
+    positive_float,
+    positive_int,
+    resolve_device,
+    resolve_dtype,
+    run_main,
+    unit_float,
+)
 from utils.datasets import get_spec, list_stimuli
-from utils.io import read_json, save_npy, write_json, write_manifest
+from utils.io import load_npy, read_json, remove_stale_temps, save_npy, write_json, write_manifest
+from utils.locks import run_lock
 from utils.seeds import seed_everything, stimulus_seed
 from utils.targets import as_stored_shape, check_targets_exist, target_settings
 from utils.video import write_gif, write_mp4
 
+STAGE = "reconstruct_zeroscope"
 # What conditions the UNet, and the diffusion defaults of each path (the original's for both).
 CONDITIONS = ("caption", "c_zeroscope")
 DIFFUSION_DEFAULTS = {"caption": DiffusionSettings(), "c_zeroscope": CONDITIONING_DEFAULTS}
@@ -228,10 +254,36 @@ def expected_latent_shape(args: argparse.Namespace, stimulus: str, channels: int
     return (targets.N_FRAMES, channels, size, size)
 
 
-def load_latent(path: Path, shape: tuple[int, int, int, int], preset: str) -> np.ndarray:
+def remake_command(args: argparse.Namespace, target: str, source: str) -> str:
+    """The command that writes an input of ``target`` ('z_zeroscope', 'blip', 'c_zeroscope') again."""
+    if source == "pred":
+        return f"rerun `python regress.py --target {target} --test-on {args.dataset} --run {args.run} --overwrite`"
+    script = "extract_targets_zeroscope.py" if target in ("z_zeroscope", "c_zeroscope") else "extract_targets_blip.py"
+    return f"rerun `python {script} --dataset {args.dataset} --overwrite`"
+
+
+def input_files(args: argparse.Namespace, z_from: str, caption_from: str, stimulus: str) -> list[tuple[Path, str]]:
+    """(path, remake command) of every array file one clip reads."""
+    files = [(latent_path(args, z_from, stimulus), remake_command(args, "z_zeroscope", z_from))]
+    if args.condition == "c_zeroscope":
+        files.append((prompt_embeds_path(args, caption_from, stimulus), remake_command(args, "c_zeroscope", caption_from)))
+    elif caption_from == "pred":
+        files.append((layout.prediction_path(args.data_root, args.run, "blip", stimulus), remake_command(args, "blip", "pred")))
+    return files
+
+
+def check_inputs(args: argparse.Namespace, z_from: str, caption_from: str, stimuli: list[str]) -> None:
+    """Open every input array of ``stimuli`` (header and size, memory-mapped) before any work; a
+    truncated or missing file raises naming it and the command that remakes it."""
+    for stimulus in stimuli:
+        for path, remake in input_files(args, z_from, caption_from, stimulus):
+            load_npy(path, remake, mmap=True)
+
+
+def load_latent(path: Path, shape: tuple[int, int, int, int], preset: str, remake: str = "rerun the stage that wrote it") -> np.ndarray:
     """One latent (frames, channels, h, w) float32; a flattened vector is reshaped; wrong sizes raise."""
     hint = " Regenerate the predictions from targets made with the same model, or pick the matching --preset."
-    return as_stored_shape(np.load(path), shape, f"Latent {path}", f"the {preset!r} preset expects", hint)
+    return as_stored_shape(load_npy(path, remake), shape, f"Latent {path}", f"the {preset!r} preset expects", hint)
 
 
 def latent_path(args: argparse.Namespace, z_from: str, stimulus: str) -> Path:
@@ -248,11 +300,11 @@ def prompt_embeds_path(args: argparse.Namespace, caption_from: str, stimulus: st
     return layout.target_path(args.data_root, args.dataset, "c_zeroscope", stimulus)
 
 
-def load_prompt_embeds(path: Path, shape: tuple[int, int], preset: str) -> np.ndarray:
+def load_prompt_embeds(path: Path, shape: tuple[int, int], preset: str, remake: str = "rerun the stage that wrote it") -> np.ndarray:
     """One clip's prompt embeddings (tokens, dim) float32; a flattened vector is reshaped; wrong sizes raise."""
     hint = " That is (tokenizer max length, hidden size): make the targets and predictions with the same --preset, or pick the matching one."
     expects = f"the {preset!r} preset's text encoder expects"
-    return as_stored_shape(np.load(path), shape, f"c_zeroscope embeddings {path}", expects, hint, verb="have")
+    return as_stored_shape(load_npy(path, remake), shape, f"c_zeroscope embeddings {path}", expects, hint, verb="have")
 
 
 def clip_paths(out_dir: Path, stimulus: str) -> tuple[Path, Path, Path]:
@@ -260,8 +312,11 @@ def clip_paths(out_dir: Path, stimulus: str) -> tuple[Path, Path, Path]:
     return (layout.reconstruction_frames_path(out_dir, stimulus), *layout.reconstruction_video_paths(out_dir, stimulus))
 
 
-def is_done(out_dir: Path, stimulus: str) -> bool:
-    """The lossless frames, the mp4 and the gif all exist and are non-empty (writes are atomic, so they are complete)."""
+def is_done(out_dir: Path, stimulus: str, captions: dict[str, str] | None = None) -> bool:
+    """The lossless frames, the mp4 and the gif all exist and are non-empty (writes are atomic, so they are
+    complete), and, when ``captions`` is given, the clip's caption is recorded there."""
+    if captions is not None and stimulus not in captions:
+        return False
     return all(p.exists() and p.stat().st_size > 0 for p in clip_paths(out_dir, stimulus))
 
 
@@ -276,7 +331,7 @@ def write_clip(out_dir: Path, stimulus: str, clip: np.ndarray, fps: float) -> No
 def gt_captions(args: argparse.Namespace, stimuli: list[str]) -> dict[str, str]:
     """Ground-truth BLIP captions from target_vectors_<ds>/captions.json, prompt stripped."""
     path = layout.captions_path(args.data_root, args.dataset)
-    captions = read_json(path)
+    captions = read_json(path, remake=f"rerun `python extract_targets_blip.py --dataset {args.dataset} --overwrite`")
     if captions is None:
         raise FileNotFoundError(f"Missing ground-truth captions {path}: run `python extract_targets_blip.py --dataset {args.dataset}` first.")
     missing = [s for s in stimuli if not isinstance(captions.get(s), str)]
@@ -291,16 +346,13 @@ def predicted_captions(args: argparse.Namespace, stimuli: list[str], device, dty
         return {}
     model, processor = zoo.load_blip(args.preset, model_path=args.blip_path, device=str(device), dtype=dtype)
     shape = embedding_shape(model, zoo.blip_image_size(args.preset))
-    settings = CaptionSettings(
-        num_beams=args.caption_beams, max_length=args.caption_max_length, min_length=args.caption_min_length,
-        repetition_penalty=args.repetition_penalty, sample=args.caption_sample, top_p=args.top_p, seed=args.seed,
-        slash_to_space=args.caption_slash_to_space,
-    )
+    settings = caption_settings(args)
     captions: dict[str, str] = {}
     for start in range(0, len(stimuli), args.batch_size):
         names = stimuli[start : start + args.batch_size]
         paths = [layout.prediction_path(args.data_root, args.run, "blip", s) for s in names]
-        embeds = np.stack([check_embedding(np.load(path), shape, f"BLIP prediction {path}") for path in paths])
+        remake = remake_command(args, "blip", "pred")
+        embeds = np.stack([check_embedding(load_npy(path, remake), shape, f"BLIP prediction {path}") for path in paths])
         captions.update(zip(names, caption_embeddings(model, processor, embeds, settings, batch_size=len(names)), strict=True))
     del model
     if torch.cuda.is_available():
@@ -308,27 +360,125 @@ def predicted_captions(args: argparse.Namespace, stimuli: list[str], device, dty
     return captions
 
 
+CAPTIONS_REMAKE = "delete it and rerun the same command with --overwrite"
+
+
+def caption_parts(out_dir: Path) -> list[Path]:
+    """The per-process caption part files of a folder (left by a running or killed run)."""
+    return sorted(Path(out_dir).glob(layout.reconstruction_captions_part_path(out_dir, "*").name))
+
+
+def recorded_captions(out_dir: Path) -> dict[str, str]:
+    """Every caption recorded in a folder: captions.json updated by the part files, sorted by stimulus."""
+    captions = read_json(layout.reconstruction_captions_path(out_dir), default={}, remake=CAPTIONS_REMAKE)
+    for part in caption_parts(out_dir):
+        captions.update(read_json(part, default={}, remake=CAPTIONS_REMAKE))
+    return dict(sorted(captions.items()))
+
+
 def merge_captions(out_dir: Path) -> dict[str, str]:
     """Fold the per-process caption parts into captions.json (sorted) and delete the parts."""
-    captions = read_json(layout.reconstruction_captions_path(out_dir), default={})
-    parts = sorted(Path(out_dir).glob(layout.reconstruction_captions_part_path(out_dir, "*").name))
-    for part in parts:
-        captions.update(read_json(part, default={}))
-    captions = dict(sorted(captions.items()))
+    parts = caption_parts(out_dir)
+    captions = recorded_captions(out_dir)
     write_json(layout.reconstruction_captions_path(out_dir), captions)
     for part in parts:
         part.unlink()
     return captions
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags this run would ignore (before any work)."""
+    if args.preset == "tiny":
+        given = [flag for flag, value in (("--zeroscope-path", args.zeroscope_path), ("--blip-path", args.blip_path)) if value]
+        if given:
+            raise ValueError(
+                f"{' and '.join(given)} would be ignored: --preset tiny builds its models in code. "
+                "Drop the path, or use --preset default to load the models from it."
+            )
+
+
+def caption_settings(args: argparse.Namespace) -> CaptionSettings:
+    """How captions are decoded from predicted BLIP embeddings."""
+    return CaptionSettings(
+        num_beams=args.caption_beams, max_length=args.caption_max_length, min_length=args.caption_min_length,
+        repetition_penalty=args.repetition_penalty, sample=args.caption_sample, top_p=args.top_p, seed=args.seed,
+        slash_to_space=args.caption_slash_to_space,
+    )
+
+
+def predictions_digest(data_root: str, run: str | None) -> str | None:
+    """A digest of the recorded settings of a predictions run (its settings.json, else its manifest's
+    config), so a folder of clips notices when the predictions were remade otherwise; None without a record."""
+    if run is None:
+        return None
+    folder = layout.predictions_run_dir(data_root, run)
+    record = provenance.read_settings(folder)
+    recorded = record["settings"] if record else (read_json(layout.manifest_path(folder), default={}, remake="rerun regress.py with --overwrite") or {}).get("config")
+    if recorded is None:
+        return None
+    return hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def clip_settings(args: argparse.Namespace, z_from: str, caption_from: str, settings: DiffusionSettings, dtype: torch.dtype) -> dict:
+    """Everything that determines the clips of a folder (what settings.json records and a rerun compares)."""
+    uses_blip = args.condition == "caption" and caption_from == "pred"
+    reads_predictions = "pred" in (z_from, caption_from)
+    return {
+        "dataset": args.dataset, "condition": args.condition, "z_from": z_from, "caption_from": caption_from,
+        "predictions_run": args.run if reads_predictions else None,
+        "predictions_digest": predictions_digest(args.data_root, args.run) if reads_predictions else None,
+        "steps": settings.steps, "strength": settings.strength, "guidance_scale": settings.guidance_scale,
+        "negative_prompt": settings.negative_prompt, "decode_chunk": settings.decode_chunk,
+        "forward_chunking": args.forward_chunking, "seed": args.seed, "fps": args.fps, "dtype": str(dtype),
+        "preset": args.preset, "zeroscope": zoo.model_source(args.preset, args.zeroscope_path, zoo.ZEROSCOPE_ID),
+        "blip": zoo.model_source(args.preset, args.blip_path, zoo.BLIP_ID) if uses_blip else None,
+        "captions": dataclasses.asdict(caption_settings(args)) if uses_blip else None,
+    }
+
+
+def has_clips(out_dir: Path) -> bool:
+    """True when the folder holds any clip file (temp files of a killed run aside) or caption."""
+    folders = [layout.reconstruction_frames_path(out_dir, "x").parent, *(p.parent for p in layout.reconstruction_video_paths(out_dir, "x"))]
+    clip_files = (f for d in folders if d.is_dir() for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
+    return any(True for _ in clip_files) or bool(recorded_captions(out_dir))
+
+
+def clear_clips(out_dir: Path) -> None:
+    """Delete a folder's clips, captions and manifest (``--overwrite`` with other settings: none of them still holds)."""
+    for folder in (layout.reconstruction_frames_path(out_dir, "x").parent, *(p.parent for p in layout.reconstruction_video_paths(out_dir, "x"))):
+        shutil.rmtree(folder, ignore_errors=True)
+    for path in (layout.reconstruction_captions_path(out_dir), layout.manifest_path(out_dir), *caption_parts(out_dir)):
+        path.unlink(missing_ok=True)
+
+
+def prepare_folder(out_dir: Path, record: dict, overwrite: bool, is_main: bool) -> None:
+    """Before any clip: refuse a folder made with other settings (unless --overwrite, which clears it); the
+    main process removes stale temp files and records the settings."""
+    ways_on = "pass --overwrite to redo the folder with these settings, or write elsewhere with --output-run NAME"
+    try:
+        provenance.check_settings(out_dir, STAGE, record, has_clips(out_dir), ways_on)
+    except provenance.SettingsMismatchError:
+        if not overwrite:
+            raise
+        if is_main:
+            print(f"reconstruct: --overwrite: removing the clips of {out_dir} made with other settings")
+            clear_clips(out_dir)
+    if is_main:
+        for folder in [out_dir, *(d for d in out_dir.rglob("*") if d.is_dir())]:
+            remove_stale_temps(folder)
+        provenance.write_settings(out_dir, STAGE, record)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Reconstruct the selected clips (this process's share under a launcher); returns 0."""
     parser = build_parser()
     args = parse_args(parser, argv, bundle=("recipe", lambda name: get_recipe(name).flags()))
+    check_flags(args)
     z_from, caption_from = resolve_sources(args)
     settings = diffusion_settings(args)
     args.steps, args.strength = settings.steps, settings.strength  # the values used, for the manifest
 
+    resolve_device(args.device)  # refuses cuda without CUDA before any work
     on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
     state = PartialState(cpu=on_cpu)  # several processes under `accelerate launch` / torchrun, else one
     device = state.device if args.device == "auto" else torch.device(args.device)
@@ -337,68 +487,91 @@ def main(argv: list[str] | None = None) -> int:
 
     stimuli = select_stimuli(args, z_from, caption_from)
     out_dir = layout.reconstructions_dir(args.data_root, output_name(args, z_from, caption_from))
-    todo = [s for s in stimuli if args.overwrite or not is_done(out_dir, s)]
-    mine = todo[state.process_index :: state.num_processes]
-    if state.is_main_process:
-        print(f"reconstruct: {len(stimuli)} clips -> {out_dir} ({len(stimuli) - len(todo)} done, {len(todo)} to do, {state.num_processes} process(es), {device}, {dtype})")
-
-    captions: dict[str, str]
-    if args.condition == "c_zeroscope":
-        captions = dict.fromkeys(mine, "")  # conditioned on prompt embeddings, no text
-    elif caption_from == "pred":
-        captions = predicted_captions(args, mine, device, dtype)
-    elif caption_from == "gt":
-        captions = gt_captions(args, mine)
-    else:
-        captions = dict.fromkeys(mine, "")
-    part_path = layout.reconstruction_captions_part_path(out_dir, state.process_index)
-    written: dict[str, str] = read_json(part_path, default={})
-
-    seconds = 0.0
-    if mine:
-        components = zoo.load_zeroscope(args.preset, model_path=args.zeroscope_path, device=str(device), dtype=dtype)
-        model = VideoDiffusion.from_components(components, forward_chunking=args.forward_chunking)
-        shape = expected_latent_shape(args, mine[0], model.latent_channels)
-        start_time = time.perf_counter()
-        bar = tqdm(total=len(mine), unit="clip", desc="reconstruct", disable=not state.is_local_main_process)
-        for start in range(0, len(mine), args.batch_size):
-            names = mine[start : start + args.batch_size]
-            latents = np.stack([load_latent(latent_path(args, z_from, s), shape, args.preset) for s in names])  # (B, F, C, h, w)
-            seeds = [stimulus_seed(args.seed, s) for s in names]
-            if args.condition == "c_zeroscope":
-                embeds = np.stack([
-                    load_prompt_embeds(prompt_embeds_path(args, caption_from, s), model.prompt_embeds_shape, args.preset) for s in names
-                ])  # (B, L, D)
-                frames = model(to_unet_layout(latents), None, seeds, settings, prompt_embeds=torch.from_numpy(embeds))
-            else:
-                frames = model(to_unet_layout(latents), [captions[s] for s in names], seeds, settings)  # (B, F, H, W, 3) uint8
-            for name, clip in zip(names, frames, strict=True):
-                write_clip(out_dir, name, clip, args.fps)
-                written[name] = captions[name]
-            write_json(part_path, written)  # captions of the clips written so far
-            bar.update(len(names))
-        bar.close()
-        seconds = time.perf_counter() - start_time
-
-    state.wait_for_everyone()
-    if state.is_main_process:
-        merge_captions(out_dir)
-        inputs = {
-            "condition": args.condition, "z_from": z_from, "caption_from": caption_from,
-            "latents": str(latent_path(args, z_from, "<stim>")),
-            "predictions_run": args.run,
-        }
-        if args.condition == "c_zeroscope":
-            inputs["prompt_embeds"] = str(prompt_embeds_path(args, caption_from, "<stim>"))
-        counts = {
-            "stimuli": len(stimuli), "complete": sum(is_done(out_dir, s) for s in stimuli),
-            "reconstructed": len(todo), "skipped": len(stimuli) - len(todo), "processes": state.num_processes,
-            "seconds_per_clip_main_process": round(seconds / len(mine), 3) if mine else None,
-        }
-        write_manifest(out_dir, "reconstruct_zeroscope", args, inputs=inputs, counts=counts, device=str(device), dtype=str(dtype))
-        print(f"reconstruct: wrote {len(todo)} clips to {out_dir}")
+    record = clip_settings(args, z_from, caption_from, settings, dtype)
+    with run_lock(out_dir, STAGE):
+        prepare_folder(out_dir, record, args.overwrite, state.is_main_process)
+        state.wait_for_everyone()
+        known = recorded_captions(out_dir)
+        todo = [s for s in stimuli if args.overwrite or not is_done(out_dir, s, known)]
+        check_inputs(args, z_from, caption_from, todo)
+        mine = todo[state.process_index :: state.num_processes]
+        if state.is_main_process:
+            print(f"reconstruct: {len(stimuli)} clips -> {out_dir} ({len(stimuli) - len(todo)} done, {len(todo)} to do, {state.num_processes} process(es), {device}, {dtype})")
+        seconds = reconstruct(args, z_from, caption_from, settings, out_dir, mine, state, device, dtype)
+        state.wait_for_everyone()
+        if state.is_main_process:
+            captions = merge_captions(out_dir)
+            write_reconstruction_manifest(args, z_from, caption_from, out_dir, stimuli, todo, captions, record, seconds, len(mine), state, device, dtype)
+            print(f"reconstruct: wrote {len(todo)} clips to {out_dir}")
     return 0
 
 
+def clip_captions(args: argparse.Namespace, caption_from: str, mine: list[str], device, dtype) -> dict[str, str]:
+    """The caption of each clip of this process ("" when the UNet is conditioned on embeddings or nothing)."""
+    if args.condition == "c_zeroscope" or caption_from == "none":
+        return dict.fromkeys(mine, "")
+    if caption_from == "pred":
+        return predicted_captions(args, mine, device, dtype)
+    return gt_captions(args, mine)
+
+
+def reconstruct(
+    args: argparse.Namespace, z_from: str, caption_from: str, settings: DiffusionSettings, out_dir: Path,
+    mine: list[str], state: PartialState, device, dtype,
+) -> float:
+    """Reconstruct and write this process's clips; each clip's caption is recorded before its files. Seconds spent."""
+    if not mine:
+        return 0.0
+    captions = clip_captions(args, caption_from, mine, device, dtype)
+    part_path = layout.reconstruction_captions_part_path(out_dir, state.process_index)
+    written: dict[str, str] = read_json(part_path, default={}, remake=CAPTIONS_REMAKE)
+    components = zoo.load_zeroscope(args.preset, model_path=args.zeroscope_path, device=str(device), dtype=dtype)
+    model = VideoDiffusion.from_components(components, forward_chunking=args.forward_chunking)
+    shape = expected_latent_shape(args, mine[0], model.latent_channels)
+    latent_remake = remake_command(args, "z_zeroscope", z_from)
+    embeds_remake = remake_command(args, "c_zeroscope", caption_from)
+    start_time = time.perf_counter()
+    bar = tqdm(total=len(mine), unit="clip", desc="reconstruct", disable=not state.is_local_main_process)
+    for start in range(0, len(mine), args.batch_size):
+        names = mine[start : start + args.batch_size]
+        latents = np.stack([load_latent(latent_path(args, z_from, s), shape, args.preset, latent_remake) for s in names])  # (B, F, C, h, w)
+        seeds = [stimulus_seed(args.seed, s) for s in names]
+        if args.condition == "c_zeroscope":
+            embeds = np.stack([
+                load_prompt_embeds(prompt_embeds_path(args, caption_from, s), model.prompt_embeds_shape, args.preset, embeds_remake)
+                for s in names
+            ])  # (B, L, D)
+            frames = model(to_unet_layout(latents), None, seeds, settings, prompt_embeds=torch.from_numpy(embeds))
+        else:
+            frames = model(to_unet_layout(latents), [captions[s] for s in names], seeds, settings)  # (B, F, H, W, 3) uint8
+        for name, clip in zip(names, frames, strict=True):
+            written[name] = captions[name]
+            write_json(part_path, written)  # the caption first: a clip whose files exist always has its caption
+            write_clip(out_dir, name, clip, args.fps)
+        bar.update(len(names))
+    bar.close()
+    return time.perf_counter() - start_time
+
+
+def write_reconstruction_manifest(
+    args: argparse.Namespace, z_from: str, caption_from: str, out_dir: Path, stimuli: list[str], todo: list[str],
+    captions: dict[str, str], record: dict, seconds: float, n_mine: int, state: PartialState, device, dtype,
+) -> None:
+    """manifest.json: the flags of this call, the settings every clip of the folder was made with, and counts."""
+    inputs = {
+        "condition": args.condition, "z_from": z_from, "caption_from": caption_from,
+        "latents": str(latent_path(args, z_from, "<stim>")),
+        "predictions_run": args.run,
+    }
+    if args.condition == "c_zeroscope":
+        inputs["prompt_embeds"] = str(prompt_embeds_path(args, caption_from, "<stim>"))
+    counts = {
+        "stimuli": len(stimuli), "complete": sum(is_done(out_dir, s, captions) for s in stimuli),
+        "reconstructed": len(todo), "skipped": len(stimuli) - len(todo), "processes": state.num_processes,
+        "seconds_per_clip_main_process": round(seconds / n_mine, 3) if n_mine else None,
+    }
+    write_manifest(out_dir, STAGE, args, inputs=inputs, counts=counts, settings=record, device=str(device), dtype=str(dtype))
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,11 @@ from models.regressors import (
     load_regressor,
     make_regressor,
 )
-from utils import cli, layout, scoring
-from utils.cli import common_parser, fraction, nonnegative_float, positive_float, positive_int, resolve_device
+from utils import cli, layout, provenance, scoring
+from utils.cli import common_parser, fraction, nonnegative_float, positive_float, positive_int, resolve_device, run_main
 from utils.datasets import DATASETS, subject_folder
-from utils.io import is_complete_npy, read_json, save_npy, write_json, write_manifest, write_text
+from utils.io import is_complete_npy, read_json, remove_stale_temps, save_npy, write_json, write_manifest, write_text
+from utils.locks import run_lock
 from utils.regression_data import (
     INPUTS,
     TEST_AVERAGES,
@@ -86,6 +88,8 @@ from utils.targets import check_same_recipe, check_targets_exist, load_targets
 STAGE = "regress"
 # Flags that do not change the fitted models or predictions (left out of the run's identity).
 NOT_IN_CONFIG = ("data_root", "overwrite", "run", "config", "targets", "device", "dtype")
+# Spellings of one setting: giving two of them is a contradiction (the last one would win silently).
+ALIASES = (("--train-on", "--datasets", "--dataset"), ("--train-subjects", "--subjects"), ("--targets", "--target"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,12 +147,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- flags and run identity
+def given_flags(argv: list[str]) -> set[str]:
+    """The long flags named on the command line (``--flag`` and ``--flag=value``)."""
+    return {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+
+
+def contradictions(argv: list[str], args: argparse.Namespace) -> list[str]:
+    """Flag combinations that contradict each other or would be ignored, as messages (empty when none)."""
+    given = given_flags(argv)
+    problems = []
+    for spellings in ALIASES:
+        named = [flag for flag in spellings if flag in given]
+        if len(named) > 1:
+            problems.append(f"{' and '.join(named)} set the same thing; give only one of them")
+    if args.input == "embeddings" and not args.embeddings_run:
+        problems.append("--input embeddings needs --embeddings-run RUN (the folder under embeddings/)")
+    if args.input == "betas" and args.embeddings_run:
+        problems.append(f"--embeddings-run {args.embeddings_run} is ignored with --input betas; add --input embeddings or drop it")
+    return problems
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse flags (YAML config first, then the command line) and check their combination."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = cli.parse_args(parser, argv)
-    if args.input == "embeddings" and not args.embeddings_run:
-        parser.error("--input embeddings needs --embeddings-run RUN (the folder under embeddings/).")
+    problems = contradictions(argv, args)
+    if problems:
+        parser.error("; ".join(problems) + ".")
     if args.dtype not in ("auto", "float32"):
         parser.error(f"--dtype {args.dtype}: regression runs in float32; use --dtype auto or float32.")
     if args.hidden_dim is None:
@@ -192,7 +218,7 @@ def regressor_params(args: argparse.Namespace, device: str) -> dict[str, Any]:
 
 def check_run_config(path: Path, config: dict[str, Any], run: str, overwrite: bool) -> None:
     """A run folder made with other settings is an error unless ``--overwrite``."""
-    previous = read_json(path)
+    previous = read_json(path, remake=f"rerun with --run {run} --overwrite")
     if previous is None or previous == config or overwrite:
         return
     changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
@@ -220,7 +246,7 @@ def fit_or_load(
 ) -> BaseRegressor:
     """The regressor of one target: loaded when ``ckpt`` holds one fitted with this run's config, else fitted on X (n_rows, F) -> Y and saved."""
     stamp = layout.run_config_path(ckpt)  # the run settings this checkpoint was fitted with
-    if is_saved(ckpt) and read_json(stamp) == config and not args.overwrite:
+    if is_saved(ckpt) and read_json(stamp, remake="rerun with --overwrite") == config and not args.overwrite:
         print(f"[{ckpt.name}] loaded the fitted {args.regressor} from {ckpt}")
         return load_regressor(ckpt, device=device)
     stamp.unlink(missing_ok=True)  # until the new fit is saved, the folder is not a finished one
@@ -311,12 +337,29 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_root = layout.checkpoint_dir(args.data_root, STAGE, run)
     out_root = layout.predictions_run_dir(args.data_root, run)
     check_run_config(layout.config_path(ckpt_root), config, run, args.overwrite)
-    manifest = read_json(layout.manifest_path(out_root))
+    with run_lock(ckpt_root, STAGE), run_lock(out_root, STAGE):
+        for folder in (ckpt_root, out_root):
+            for directory in [folder, *(d for d in folder.rglob("*") if d.is_dir())]:
+                remove_stale_temps(directory)
+        return regress_run(args, run, config, train_subjects, test_subjects, device)
+
+
+def regress_run(
+    args: argparse.Namespace, run: str, config: dict[str, Any], train_subjects: dict[str, list[int]],
+    test_subjects: dict[str, list[int]], device: str,
+) -> int:
+    """The run's work under its locks: reuse a finished run, else fit, predict and score every target."""
+    ckpt_root = layout.checkpoint_dir(args.data_root, STAGE, run)
+    out_root = layout.predictions_run_dir(args.data_root, run)
+    redo = f"delete it and rerun `python regress.py ... --run {run} --overwrite`"
+    manifest = read_json(layout.manifest_path(out_root), remake=redo)
     datasets = list(dict.fromkeys(list(train_subjects) + list(test_subjects)))
     recipes = {  # each target's recorded recipe (mixed recipes are refused): its predictions depend on it
         t: {ds: record.get("recipe") for ds, record in check_same_recipe(args.data_root, t, datasets).items()} for t in args.targets
     }
-    if not args.overwrite and finished(manifest, config, recipes, args.data_root):
+    metrics_file = layout.regression_metrics_path(args.data_root, run)
+    metrics_ok = args.overwrite or read_json(metrics_file, remake=redo) is not None  # a corrupt one raises naming it
+    if not args.overwrite and metrics_ok and finished(manifest, config, recipes, args.data_root):
         print(f"Run {run!r} is already finished in {out_root}; reusing it (pass --overwrite to redo).")
         return 0
 
@@ -341,10 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Run {run}: {args.input} -> {args.targets} with {args.regressor}; train {sum(len(p.stimuli) for p in train)} rows "
           f"from {[p.label for p in train]}, test {[p.label for p in test]}")
     write_json(layout.config_path(ckpt_root), config)
+    layout.settings_path(out_root).unlink(missing_ok=True)  # recorded again once the predictions are written
 
     # Fit, predict and score each target; targets of an earlier pass of the same run are kept.
     same = bool(manifest) and manifest.get("config") == config
-    all_metrics = dict((read_json(layout.regression_metrics_path(args.data_root, run)) or {}).get("targets", {})) if same else {}
+    all_metrics = dict((read_json(metrics_file, remake=redo) or {}).get("targets", {})) if same else {}
     all_files = dict(manifest.get("files", {})) if same else {}
     csv_rows = [r for r in read_regression_csv(layout.per_sample_path(out_root)) if r[0] not in args.targets] if same else []
     all_recipes = dict(manifest.get("target_recipes", {})) if same else {}
@@ -374,9 +418,10 @@ def main(argv: list[str] | None = None) -> int:
                 "predictions": {t: len(f) for t, f in all_files.items()}},
         run=run, config=config, files=all_files, target_recipes=all_recipes, checkpoints=str(ckpt_root), status="complete",
     )
+    provenance.write_settings(out_root, STAGE, {"config": config, "target_recipes": all_recipes})
     print(f"Wrote predictions/{run}/ ({', '.join(args.targets)}) and checkpoints/regress/{run}/")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -13,12 +13,23 @@ separate samples; ``--input averaged`` averages them), minus ``--val-fraction`` 
 stimuli held out for the validation loss. The input pipeline is the published one (wrap-pad
 to a multiple of the patch size, z-score with one mean/std per subject from its train
 trials); ``--pad`` and ``--norm`` select alternatives. ``--dtype auto`` trains in bf16
-autocast on GPUs that support it (fp16 otherwise) and fp32 on CPU.
+autocast on GPUs that support it (fp16 otherwise) and fp32 on CPU; ``--dtype float16`` needs a
+GPU and ``--device cuda`` a visible one (both are refused before any work otherwise).
+
+Every run records its settings (``settings.json``): a rerun over a finished run with the same
+flags skips it; other flags are refused with the list of differences (``--overwrite`` trains it
+again, a new ``--run`` keeps both). Checkpoints are committed by ``train_state.pt`` (weights,
+optimizer and RNG state together), so a kill at any instant resumes exactly with ``--resume``.
+A non-finite loss stops the run with an error naming the epoch, the step and the last good
+checkpoint. ``N`` processes (``torchrun``/``accelerate launch``, ``--batch-size`` per process)
+equal one process with ``N`` times the batch size: masks and noise are drawn for the whole global
+batch on every process, which takes its own share.
 
 Examples:
   python train_mbm.py --datasets demo --preset tiny --epochs 5 --batch-size 32
   python train_mbm.py --datasets bmd had cc2017 --run all3 --epochs 200 --batch-size 64
   accelerate launch --num_processes 4 train_mbm.py --datasets bmd --run bmd4
+  OMP_NUM_THREADS=1 torchrun --nproc-per-node 2 train_mbm.py --datasets demo --preset tiny --device cpu --batch-size 16
   python train_mbm.py --datasets bmd --subjects 1 --init-from sub-01.pth --run sub01
   python train_mbm.py --datasets bmd had cc2017 --run all3 --epochs 200 --batch-size 64 --resume
 """
@@ -31,9 +42,10 @@ import torch
 
 from models import training, zoo
 from models.mbm import MaskedBrainModel, MBMConfig, load_mbm, masked_loss, mbm_config_from_dict, with_mask_ratio
-from utils import brain_data, layout
-from utils.cli import common_parser, fraction, nonnegative_float, parse_args, positive_int
-from utils.io import write_manifest
+from utils import brain_data, layout, provenance
+from utils.cli import common_parser, fraction, nonnegative_float, parse_args, positive_int, run_main
+from utils.io import remove_stale_temps, write_manifest
+from utils.locks import run_lock
 
 STAGE = "mbm"
 DEFAULTS = training.TrainSettings(epochs=100, lr=2.5e-4, warmup_epochs=5.0, betas=(0.9, 0.95))
@@ -71,17 +83,33 @@ def build_parser():
     return parser
 
 
+def ways_on(run: str) -> str:
+    """What a user can do when a run folder holds a run made with other flags."""
+    return f"pass --overwrite to train run {run!r} again with these flags, or choose another --run to keep both"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Pretrain (or resume) the masked brain model; 0 on success."""
     args = parse_args(build_parser(), argv)
-    settings = DEFAULTS.with_args(args)
+    training.check_run_flags(args.resume, args.overwrite)
     run = args.run or args.preset
     run_dir = layout.checkpoint_dir(args.data_root, STAGE, run)
-    accelerator = training.start(args.device, args.dtype, args.seed)
-    if training.run_status(run_dir) == "complete" and not (args.resume or args.overwrite):
+    accelerator = training.start(args.device, args.dtype, args.seed, same_seed=True)  # refuses a device/dtype it cannot apply
+    record = training.run_settings(args, run, accelerator.mixed_precision, accelerator.num_processes)
+    with run_lock(run_dir, STAGE):
         if accelerator.is_main_process:
-            print(f"{run_dir} is complete; pass --overwrite to train it again.")
-        return 0
+            remove_stale_temps(run_dir)
+        if not (args.resume or args.overwrite) and training.run_status(run_dir) == "complete":
+            provenance.check_settings(run_dir, STAGE, record, has_outputs=True, ways_on=ways_on(run))
+            if accelerator.is_main_process:
+                print(f"{run_dir} is complete (same settings); pass --overwrite to train it again.")
+            return 0
+        return train(args, run, run_dir, accelerator, record)
+
+
+def train(args, run: str, run_dir, accelerator, record: dict) -> int:
+    """Build the data and the model, then train into ``run_dir`` (under its lock); 0 on success."""
+    settings = DEFAULTS.with_args(args)
     saved = training.open_run(run_dir, accelerator, args.resume, args.overwrite)
 
     # Model: the resumed run's config, or the --init-from checkpoint's, or the preset's (once the data fixes num_voxels).
@@ -127,13 +155,24 @@ def main(argv: list[str] | None = None) -> int:
             "total_steps": n_steps * settings.epochs, "init_from": args.init_from, "mixed_precision": accelerator.mixed_precision,
         },
         "preset": args.preset,
+        "ran": training.ran(accelerator),
     }
+    if saved is not None:  # --resume: the schedule and samples first (their own message), then every other setting
+        training.check_resume(saved, config, RESUME_KEYS, run_dir)
+        provenance.check_settings(run_dir, STAGE, record, has_outputs=False, ways_on=ways_on(run))
+    if accelerator.is_main_process:
+        provenance.write_settings(run_dir, STAGE, record)
 
-    # Loss: masked-patch MSE (masks from the global torch RNG), on inputs with optional Gaussian noise.
-    def loss_fn(model, x):  # x (B, 1, V)
+    # Loss: masked-patch MSE on inputs with optional Gaussian noise. Every process holds the same global RNG
+    # and draws the masks and noise of the whole global batch, then takes its share: N processes equal one.
+    world, rank = accelerator.num_processes, accelerator.process_index
+
+    def loss_fn(model, x):  # x (B, 1, V): this process's share of a global batch of world * B
+        share = slice(rank * len(x), (rank + 1) * len(x))
         if args.noise_std > 0:
-            x = x + args.noise_std * torch.randn_like(x)
-        return model(x, model_config.mask_ratio)[0]
+            x = x + args.noise_std * torch.randn(world * len(x), *x.shape[1:], device=x.device, dtype=x.dtype)[share]
+        mask_noise = torch.rand(world * len(x), model_config.num_patches, device=x.device)[share]  # (B, L)
+        return model(x, model_config.mask_ratio, noise=mask_noise)[0]
 
     def validate(model) -> dict[str, float]:
         return {"val_loss": masked_loss(model, val_set, settings.batch_size, accelerator.device, model_config.mask_ratio, settings.seed, accelerator.autocast)}
@@ -155,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir, "train_mbm", args,
             inputs={s.name: {"array": str(layout.prepared_array_path(args.data_root, s.dataset, s.folder, args.roi_set)), "shape": list(s.prepared.betas.shape)} for s in sources},
             counts={"train_samples": len(train_set), "val_samples": len(val_set), "steps": progress.step, "epochs": settings.epochs, "subjects": len(sources)},
-            run=run, final_train_loss=progress.last_train_loss, best_val_loss=progress.best_val,
+            run=run, ran=training.ran(accelerator), final_train_loss=progress.last_train_loss, best_val_loss=progress.best_val,
             train_seconds=round(progress.seconds, 2), elapsed_this_call=round(time.perf_counter() - start_time, 2),
         )
         print(f"Done: {layout.weights_path(run_dir, 'best')} (best {'val' if len(val_set) else 'train'} loss {progress.best_val:.4f}).")
@@ -163,4 +202,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

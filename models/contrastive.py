@@ -14,7 +14,6 @@ Pooling (``pool``):
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from models.mbm import MaskedBrainModel, mbm_config_from_dict, resolve_checkpoin
 from models.training import load_state_strict, read_safetensors
 from utils import layout
 from utils.brain_data import Source, TrialSet, build_items, item_targets, single_trials
-from utils.io import atomic_path, save_npy
+from utils.io import atomic_path, read_json, save_npy
 from utils.metrics import n_way_identification, top_k_retrieval
 
 POOL_MODES = ("mean", "tokens")
@@ -166,10 +165,10 @@ def embed(model: BrainCLIP, data: Any, ids: list[int], batch_size: int, device: 
 
 def load_brainclip(path: str | Path) -> tuple[BrainCLIP, dict[str, Any]]:
     """Load a fine-tuned BrainCLIP from a run folder (best, else last) or a .safetensors beside its config.json."""
-    weights, config_path = resolve_checkpoint(path)
+    weights, config_path = resolve_checkpoint(path, script="finetune_contrastive.py")
     if config_path is None or not config_path.exists():
         raise FileNotFoundError(f"Missing {layout.config_path(weights.parent)} beside {weights}: run `python finetune_contrastive.py` to make one.")
-    config = json.loads(config_path.read_text())
+    config = read_json(config_path, remake=f"rerun `python finetune_contrastive.py --run {weights.parent.name} --overwrite` to make it again")
     missing = [k for k in ("model", "head") if k not in config]
     if missing:
         raise ValueError(f"{config_path}: missing section(s) {missing}; found {sorted(config)}.")

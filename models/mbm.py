@@ -16,7 +16,6 @@ the MSE on masked patches only. Model sizes per preset live in ``models.zoo.MBM_
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +28,7 @@ from torch import nn
 
 from models.training import load_state_strict, read_safetensors
 from utils import layout
+from utils.io import read_json
 
 # Parts of the published sub-XX.pth checkpoints that the MBM does not have.
 IGNORED_KEY_PREFIXES = ("nature_img_",)
@@ -199,15 +199,18 @@ class MaskedBrainModel(nn.Module):
 
     @staticmethod
     def random_masking(
-        x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+        x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-sample random masking by argsort of uniform noise.
+        """Per-sample random masking by argsort of uniform noise (drawn here unless ``noise`` (N, L) is given).
 
         x (N, L, D) -> kept (N, L_keep, D), mask (N, L) with 1 = masked, ids_restore (N, L).
         """
         n, length, dim = x.shape
         len_keep = int(length * (1 - mask_ratio))
-        noise = torch.rand(n, length, device=x.device, generator=generator)  # (N, L)
+        if noise is None:
+            noise = torch.rand(n, length, device=x.device, generator=generator)  # (N, L)
+        elif tuple(noise.shape) != (n, length):
+            raise ValueError(f"mask noise must be (N, L) = {(n, length)}, found {tuple(noise.shape)}.")
         ids_shuffle = torch.argsort(noise, dim=1)  # small noise = kept
         ids_restore = torch.argsort(ids_shuffle, dim=1)
         ids_keep = ids_shuffle[:, :len_keep]
@@ -217,12 +220,12 @@ class MaskedBrainModel(nn.Module):
         return kept, torch.gather(mask, 1, ids_restore), ids_restore
 
     def forward_encoder(
-        self, x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+        self, x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (N, 1, V) -> latent (N, 1 + L_keep, D) (normed, cls first), mask (N, L), ids_restore (N, L)."""
         self.check_input(x)
         tokens = self.patch_embed(x) + self.pos_embed[:, 1:]  # (N, L, D)
-        tokens, mask, ids_restore = self.random_masking(tokens, mask_ratio, generator)
+        tokens, mask, ids_restore = self.random_masking(tokens, mask_ratio, generator, noise)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
         tokens = torch.cat([cls, tokens], dim=1)
         for block in self.blocks:
@@ -247,11 +250,15 @@ class MaskedBrainModel(nn.Module):
         return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
 
     def forward(
-        self, x: torch.Tensor, mask_ratio: float | None = None, generator: torch.Generator | None = None
+        self, x: torch.Tensor, mask_ratio: float | None = None, generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (N, 1, V) -> (loss scalar, pred (N, L, p), mask (N, L)); ratio from the config by default."""
+        """x (N, 1, V) -> (loss scalar, pred (N, L, p), mask (N, L)); ratio from the config by default.
+
+        noise: the masking noise (N, L) (default: drawn from ``generator`` or the global RNG).
+        """
         ratio = self.config.mask_ratio if mask_ratio is None else check_mask_ratio(mask_ratio)
-        latent, mask, ids_restore = self.forward_encoder(x, ratio, generator)
+        latent, mask, ids_restore = self.forward_encoder(x, ratio, generator, noise)
         pred = self.forward_decoder(latent, ids_restore)
         return self.forward_loss(x, pred, mask), pred, mask
 
@@ -318,14 +325,24 @@ def mbm_config_from_dict(values: dict[str, Any], source: str) -> MBMConfig:
     return MBMConfig(**values)
 
 
-def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
-    """(weights file, config.json or None for a published .pth) from a run folder or a file."""
+def resolve_checkpoint(path: str | Path, script: str = "train_mbm.py") -> tuple[Path, Path | None]:
+    """(weights file, config.json or None for a published .pth) from a run folder or a file.
+
+    A run folder means its ``best`` weights, never silently its ``last``: a folder without
+    best.safetensors raises naming it and the command (``script``) that makes it again.
+    """
     path = Path(path)
     if path.is_dir():
-        for name in ("best", "last"):
-            if layout.weights_path(path, name).exists():
-                return layout.weights_path(path, name), layout.config_path(path)
-        raise FileNotFoundError(f"{path} holds no best.safetensors or last.safetensors: run `python train_mbm.py` first.")
+        best, last = layout.weights_path(path, "best"), layout.weights_path(path, "last")
+        if best.exists():
+            return best, layout.config_path(path)
+        remake = f"`python {script} --run {path.name} --overwrite` (with the flags of that run) trains it again"
+        if last.exists():
+            raise FileNotFoundError(
+                f"Missing {best}: the folder holds only {last.name} (an unfinished run, or best was deleted). Finish the run "
+                f"with --resume, or {remake}; to use the last weights, give {last} itself."
+            )
+        raise FileNotFoundError(f"{path} holds no {best.name}: {remake}, or run `python {script} --run {path.name}` first.")
     if not path.exists():
         raise FileNotFoundError(f"Missing MBM checkpoint {path}: train one with `python train_mbm.py --run NAME` or give a published sub-XX.pth.")
     if path.suffix == ".safetensors":
@@ -368,7 +385,7 @@ def load_mbm(path: str | Path) -> tuple[MaskedBrainModel, dict[str, Any]]:
     else:
         if not config_path.exists():
             raise FileNotFoundError(f"Missing {config_path} beside {weights}: the checkpoint carries its config there.")
-        config = json.loads(config_path.read_text())
+        config = read_json(config_path, remake="rerun `python train_mbm.py --run NAME --overwrite` to make the checkpoint again")
         if "model" not in config:
             raise ValueError(f"{config_path}: expected a 'model' section, found keys {sorted(config)}.")
         model_config = mbm_config_from_dict(config["model"], str(config_path))

@@ -35,11 +35,22 @@ before writing and before reading.
 
 :func:`iter_loaded` decodes videos in background threads while the model runs, and
 :func:`run_batches` drives a per-batch callback, turning undecodable videos into per-stimulus
-failures (``VideoDecodeError`` naming the file) instead of stopping the run.
+failures (``VideoDecodeError`` naming the file) instead of stopping the run. Videos are
+decoded frame by frame and only the picked frames are kept, already at the target size
+(``utils.video.sample_views``), so memory does not grow with the resolution or length.
+
+Short videos (fewer decoded frames than the 15 sampled) are allowed: their targets repeat
+frames by the linspace rule, as the original code's did; each such video is warned about
+once (one line) and recorded in the folder's manifest (``short_videos``: {stimulus: frames}).
+Missing videos (a partial download) are counted in one line that names the first few and the
+command that fetches them (:func:`split_missing`, :func:`print_summary`); the manifest's
+``failed`` keeps every stimulus that failed or was missing in any run until its target is
+written (:func:`carry_over`). A missing or undecodable video makes the exit status 1.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,13 +62,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from models import zoo
 from models.recipes import DEFAULT_RECIPE, FRAME_SAMPLING, RECIPES, Z_DTYPES, get_recipe
 from utils import layout
 from utils.cli import positive_int
-from utils.datasets import annotations_path, get_spec, has_annotations, list_stimuli, load_annotations, stimulus_path
-from utils.io import read_json
+from utils.datasets import annotations_path, download_command, get_spec, has_annotations, list_stimuli, stimulus_path
+from utils.io import read_json, remove_stale_temps
+from utils.locks import run_lock
 from utils.seeds import stimulus_seed
-from utils.video import VideoDecodeError, resize_frames, sample_frames
+from utils.video import SampledVideo, VideoDecodeError, resize_frames, sample_frames, sample_views
 
 N_FRAMES = 15
 SUBSETS = ("train", "test", "all")
@@ -115,11 +128,14 @@ class Job:
 
 @dataclass
 class RunStats:
-    """What a run did: counts, failures {stimulus: message} and timings (seconds)."""
+    """What a run did: counts, failures {stimulus: message}, missing videos, short videos
+    {stimulus: decoded frames} and timings (seconds)."""
 
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)  # {stimulus: its absent video file}
+    short: dict[str, int] = field(default_factory=dict)
     decode_s: float = 0.0  # summed over decode threads
     wait_s: float = 0.0  # main thread waiting for decoded videos
     model_s: float = 0.0  # main thread inside the batch callback (models + writes)
@@ -129,6 +145,7 @@ class RunStats:
         """Counts and timings for a manifest."""
         return {
             "written": len(self.written), "skipped": len(self.skipped), "failed": len(self.failed),
+            "missing": len(self.missing), "short": len(self.short),
             "decode_s": round(self.decode_s, 3), "wait_s": round(self.wait_s, 3),
             "model_s": round(self.model_s, 3), "wall_s": round(self.wall_s, 3),
         }
@@ -142,7 +159,8 @@ def plan_jobs(
 ) -> list[Job]:
     """Stimuli of ``subset`` (or the explicit ``stimuli``), first ``limit`` of them, with video paths.
 
-    Raises FileNotFoundError naming the command that makes a missing stimuli folder.
+    Raises FileNotFoundError naming the command that makes a missing stimuli folder, and
+    ``ArtifactError`` naming a corrupt annotations.json.
     """
     spec = get_spec(dataset)
     if subset not in SUBSETS:
@@ -152,6 +170,8 @@ def plan_jobs(
         raise FileNotFoundError(
             f"Stimuli folder {folder} is missing: run `python download_data.py --dataset {dataset} --data-root {layout.root(data_root)}` first."
         )
+    if has_annotations(dataset) and annotations_path(data_root, dataset).exists():
+        read_annotations(data_root, dataset)  # the stimulus lists come from it: a corrupt file is named here
     names = list(stimuli) if stimuli else list_stimuli(spec, subset, data_root)
     if limit is not None:
         names = names[:limit]
@@ -163,6 +183,68 @@ def split_done(jobs: Sequence[Job], complete: Callable[[str], bool], overwrite: 
     todo = [j for j in jobs if overwrite or not complete(j.stimulus)]
     pending = {j.stimulus for j in todo}
     return todo, [j.stimulus for j in jobs if j.stimulus not in pending]
+
+
+def split_missing(jobs: Sequence[Job]) -> tuple[list[Job], dict[str, str]]:
+    """(jobs whose video exists, {stimulus: video path} of those whose video does not)."""
+    missing = {j.stimulus: str(j.video) for j in jobs if not j.video.exists()}
+    return [j for j in jobs if j.stimulus not in missing], missing
+
+
+def fetch_command(dataset: str) -> str:
+    """The command that fetches a dataset's stimulus videos."""
+    return f"{download_command(get_spec(dataset))} --what stimuli"
+
+
+def refuse_unused_model_paths(preset: str, paths: dict[str, str | None]) -> None:
+    """Refuse local model paths (``{flag: value}``) that ``preset`` would ignore, before any work: the
+    presets whose models are built in code (``zoo.has_random_weights``: tiny) load nothing from disk."""
+    given = {flag: value for flag, value in paths.items() if value is not None}
+    if given and zoo.has_random_weights(preset):
+        shown = ", ".join(f"{flag} {value}" for flag, value in given.items())
+        raise ValueError(
+            f"--preset {preset} builds its models in code and would ignore {shown}: drop {' and '.join(given)} "
+            "to use the tiny models, or use --preset default to load the models from there."
+        )
+
+
+def carry_over(previous: dict[str, Any], redone: Iterable[str], now: dict[str, Any]) -> dict[str, Any]:
+    """A manifest record kept across runs: ``previous`` entries of stimuli not ``redone`` by this run, then ``now``'s."""
+    redone = set(redone) | set(now)
+    return dict(sorted(({k: v for k, v in previous.items() if k not in redone} | now).items()))
+
+
+@contextlib.contextmanager
+def lock_folders(directories: Sequence[Path], stage: str) -> Iterator[None]:
+    """Hold the run lock (``utils.locks.run_lock``) of every folder this run writes, then delete the
+    temporary files a killed run left in them (HAD's class subfolders included)."""
+    with contextlib.ExitStack() as stack:
+        for directory in directories:
+            stack.enter_context(run_lock(directory, stage))
+        for directory in directories:
+            for folder in [directory, *sorted(p for p in Path(directory).rglob("*") if p.is_dir())]:
+                remove_stale_temps(folder)
+        yield
+
+
+def previous_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest an earlier run left in a target folder ({} when none); a corrupt one is named."""
+    return read_json(
+        layout.manifest_path(directory), default={},
+        remake="delete it (the next run writes it again, but forgets the failures it listed)",
+    )
+
+
+def manifest_records(previous: dict[str, Any], stats: RunStats) -> dict[str, Any]:
+    """``failed`` ({stimulus: message}, every failure or missing video of any run until the stimulus'
+    target is written) and ``short_videos`` ({stimulus: decoded frames}) for a folder's manifest,
+    carried over from the ``previous`` one (:func:`previous_manifest`, read before the run)."""
+    done = set(stats.written) | set(stats.skipped)
+    missing = {s: f"the video {path} does not exist" for s, path in stats.missing.items()}
+    return {
+        "failed": carry_over(previous.get("failed") or {}, done, missing | stats.failed),
+        "short_videos": carry_over(previous.get("short_videos") or {}, stats.written, stats.short),
+    }
 
 
 # ---------------------------------------------------------------- frames
@@ -230,15 +312,35 @@ def record_settings(target: str, flags: dict[str, Any], **facts: Any) -> dict[st
 # ---------------------------------------------------------------- captions
 
 
+def read_annotations(data_root: str | Path | None, dataset: str) -> dict:
+    """``metadata_<ds>/annotations.json``; a missing or corrupt file is named with the command that fetches it."""
+    path = annotations_path(data_root, dataset)
+    command = download_command(get_spec(dataset))
+    if not path.exists():
+        raise FileNotFoundError(f"Missing annotations {path}: run `{command}` first.")
+    notes = read_json(path, remake=f"delete it and run `{command}` again")
+    if not isinstance(notes, dict):
+        raise ValueError(f"{path}: expected a JSON object keyed by stimulus, found {type(notes).__name__}; delete it and run `{command}` again.")
+    return notes
+
+
+def read_blip_captions(data_root: str | Path | None, dataset: str) -> dict[str, str]:
+    """``target_vectors_<ds>/captions.json`` ({} when absent); a corrupt file is named with the command that remakes it."""
+    return read_json(
+        layout.captions_path(data_root, dataset), default={},
+        remake=f"delete it and rerun `python extract_targets_blip.py --dataset {dataset}` (it captions the stimuli again)",
+    )
+
+
 def dataset_annotations(data_root: str | Path | None, dataset: str) -> dict | None:
     """Human captions of datasets that have them (BMD, demo); None otherwise or when absent."""
     if not has_annotations(dataset):
         return None
     if not annotations_path(data_root, dataset).exists():
         print(f"note: {annotations_path(data_root, dataset)} is missing, so no human captions "
-              f"(run `python download_data.py --dataset {dataset}` to get the annotations)")
+              f"(run `{download_command(get_spec(dataset))}` to get the annotations)")
         return None
-    return load_annotations(data_root, dataset)
+    return read_annotations(data_root, dataset)
 
 
 def conditioning_captions(data_root: str | Path | None, dataset: str, stimuli: Sequence[str]) -> tuple[dict[str, list[str]], str]:
@@ -251,10 +353,10 @@ def conditioning_captions(data_root: str | Path | None, dataset: str, stimuli: S
                 f"{annotations_path(data_root, dataset)} is missing: c_zeroscope encodes the human captions; "
                 f"run `python download_data.py --dataset {dataset}` first."
             )
-        notes = load_annotations(data_root, dataset)
+        notes = read_annotations(data_root, dataset)
         captions, source = {s: human_captions(notes, s) for s in stimuli}, "annotations"
     else:
-        blip = read_json(layout.captions_path(data_root, dataset), default={})
+        blip = read_blip_captions(data_root, dataset)
         captions, source = {s: [blip[s]] if blip.get(s) else [] for s in stimuli}, "blip_captions"
     missing = [s for s, c in captions.items() if not c]
     if missing:
@@ -436,8 +538,9 @@ def run_batches(
 ) -> RunStats:
     """Decode ``jobs`` (in threads), call ``process(jobs, loaded)`` per batch of ``batch_size``.
 
-    Undecodable videos land in ``stats.failed`` ({stimulus: message}) and the rest go on.
-    ``progress`` (e.g. a tqdm bar) gets ``update(1)`` per stimulus.
+    Undecodable videos land in ``stats.failed`` ({stimulus: message}) and the rest go on. A loaded
+    ``SampledVideo`` with fewer frames than sampled is warned about (one line) and lands in
+    ``stats.short``. ``progress`` (e.g. a tqdm bar) gets ``update(1)`` per stimulus.
     """
     stats = RunStats()
     start = time.perf_counter()
@@ -470,6 +573,10 @@ def run_batches(
             if progress is not None:
                 progress.update(1)
             continue
+        if isinstance(data, SampledVideo) and data.is_short:
+            stats.short[job.stimulus] = data.n_decoded
+            print(f"warning: {job.video} has {data.n_decoded} frames, fewer than the {data.n_sampled} sampled: "
+                  f"its targets repeat frames (allowed, recorded in the manifest's short_videos)")
         batch_jobs.append(job)
         batch_data.append(data)
         if len(batch_jobs) >= batch_size:
@@ -483,14 +590,14 @@ def frame_loader(
     n_frames: int = N_FRAMES, transforms: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None, rounding: str = DEFAULT.frame_sampling
 ) -> Callable[[Path], Any]:
     """A loader: sample ``n_frames`` frames (uint8 (T, H, W, 3)) with ``rounding`` of the linspace
-    indices; with ``transforms`` return ``{name: transform(frames)}`` instead (resizing happens
-    in the decode threads)."""
+    indices; with ``transforms`` return a ``SampledVideo`` whose ``views`` are
+    ``{name: transform(frames)}`` instead, each frame transformed as soon as it is decoded (in
+    the decode threads; only one full-size frame is held at a time)."""
 
     def load(path: Path) -> Any:
-        frames = sample_frames(path, n_frames, rounding=rounding)  # (T, H, W, 3) uint8, native size
         if transforms is None:
-            return frames
-        return {name: fn(frames) for name, fn in transforms.items()}
+            return sample_frames(path, n_frames, rounding=rounding)  # (T, H, W, 3) uint8, native size
+        return sample_views(path, n_frames, transforms, rounding)
 
     return load
 
@@ -512,10 +619,24 @@ def human_captions(annotations: dict | None, stimulus: str) -> list[str]:
     return [str(c) for c in annotations[stimulus].get("text_descriptions") or [] if str(c).strip()]
 
 
-def print_summary(stats: RunStats, out_dir: Path) -> int:
-    """Print a run's closing lines (counts, timings, each failure); return the exit status, 1 when some videos failed."""
-    print(f"wrote {len(stats.written)}, skipped {len(stats.skipped)} complete, failed {len(stats.failed)} -> {out_dir}")
+def missing_line(missing: dict[str, str], fetch: str, shown: int = 5) -> str:
+    """One line for every missing video: the count, the first ``shown`` names, their folder and ``fetch``."""
+    names = list(missing)
+    first = ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+    folder = Path(next(iter(missing.values()))).parent
+    return f"MISSING {len(names)} videos in {folder} ({first}): fetch them with `{fetch}`, then rerun"
+
+
+def print_summary(stats: RunStats, out_dir: Path, fetch: str = "python download_data.py") -> int:
+    """Print a run's closing lines (counts, timings, one line for the missing videos, each failure);
+    return the exit status, 1 when some videos were missing or failed. ``fetch``: the command that
+    fetches missing videos."""
+    missing = f", missing {len(stats.missing)}" if stats.missing else ""
+    short = f", {len(stats.short)} short (repeated frames)" if stats.short else ""
+    print(f"wrote {len(stats.written)}, skipped {len(stats.skipped)} complete, failed {len(stats.failed)}{missing}{short} -> {out_dir}")
     print(f"time: decode {stats.decode_s:.1f}s (waited {stats.wait_s:.1f}s), model+write {stats.model_s:.1f}s, wall {stats.wall_s:.1f}s")
+    if stats.missing:
+        print(missing_line(stats.missing, fetch))
     for stim, message in stats.failed.items():
         print(f"FAILED {stim}: {message}")
-    return 1 if stats.failed else 0
+    return 1 if stats.failed or stats.missing else 0

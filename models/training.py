@@ -12,9 +12,14 @@ rest, the same way for every stage:
   its own generator so the global torch RNG serves the model alone), gradient clipping, the
   loss reduced over processes, per-epoch validation, ``last`` / ``best`` checkpoints,
   ``log.csv`` and ``--stop-after-steps``.
-- exact resume: ``train_state.pt`` (optimizer, scheduler, progress; main process) and
-  ``rng_state_<rank>.pt`` (every process) beside ``last.safetensors``, whose metadata
-  records its step; a resume refuses flags that change the schedule or the samples.
+- exact resume: ``train_state.pt`` (main process) is the one commit record of a checkpoint: the
+  weights, optimizer, scheduler, progress and the RNG state of every process, written
+  atomically after ``last.safetensors`` (and ``rng_state_<rank>.pt``, kept for inspection). A
+  kill at any instant leaves the previous complete record or the new one, and a resume
+  continues from it exactly (log rows of epochs after it are dropped); a resume refuses flags
+  that change the schedule or the samples.
+- a non-finite training loss stops the run (``NonFiniteLossError``) before the update, naming the
+  epoch, the step and the last good checkpoint.
 
 Checkpoint files: ``save_checkpoint`` (safetensors, atomic), ``read_safetensors`` and
 ``load_state_strict`` (strict loading that names missing / unexpected keys and shapes).
@@ -37,7 +42,7 @@ from tqdm import tqdm
 
 from utils import layout
 from utils.brain_data import epoch_batches, steps_per_epoch
-from utils.io import atomic_path, read_json, write_json, write_text
+from utils.io import ArtifactError, atomic_path, read_json, write_json, write_text
 from utils.seeds import seed_everything
 
 
@@ -104,7 +109,10 @@ def make_optimizer(groups: list[dict], settings: TrainSettings, steps_epoch: int
 
 
 def mixed_precision(dtype: str, device: str) -> str:
-    """accelerate's ``mixed_precision`` from --dtype: auto = bf16 (fp16 without bf16) on CUDA, none on CPU."""
+    """accelerate's ``mixed_precision`` from --dtype: auto = bf16 (fp16 without bf16) on CUDA, none on CPU.
+
+    fp16 mixed precision needs CUDA (accelerate has no CPU fp16): ``--dtype float16`` on a CPU is refused.
+    """
     if dtype == "auto":
         if not device.startswith("cuda"):
             return "no"
@@ -112,6 +120,11 @@ def mixed_precision(dtype: str, device: str) -> str:
     choices = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
     if dtype not in choices:
         raise ValueError(f"Unknown dtype={dtype!r}; use auto or one of {sorted(choices)}.")
+    if choices[dtype] == "fp16" and not device.startswith("cuda"):
+        raise ValueError(
+            f"--dtype float16 on --device {device}: fp16 mixed precision needs a CUDA GPU (accelerate does not apply it on "
+            "the CPU); use --dtype float32 or bfloat16 on the CPU."
+        )
     return choices[dtype]
 
 
@@ -130,11 +143,44 @@ def make_accelerator(device_flag: str, dtype: str):
     return Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision(dtype, device))
 
 
-def start(device_flag: str, dtype: str, seed: int):
-    """The accelerator of this run, with this process seeded by ``seed + process_index``."""
+def start(device_flag: str, dtype: str, seed: int, same_seed: bool = False):
+    """The accelerator of this run, with this process seeded by ``seed + process_index``.
+
+    same_seed: seed every process with ``seed`` (a loss that draws the random numbers of the whole
+    global batch and takes its own share, so that N processes equal one).
+    """
     accelerator = make_accelerator(device_flag, dtype)
-    seed_everything(seed + accelerator.process_index)
+    seed_everything(seed if same_seed else seed + accelerator.process_index)
     return accelerator
+
+
+def ran(accelerator) -> dict[str, Any]:
+    """What actually ran: device, mixed precision and number of processes (for config.json and the manifest)."""
+    return {"device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision, "num_processes": accelerator.num_processes}
+
+
+def check_run_flags(resume: bool, overwrite: bool) -> None:
+    """Refuse ``--resume`` with ``--overwrite`` (continue a run, or delete it: not both) before any work."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite conflict: --resume continues the interrupted run, --overwrite deletes it and "
+                         "starts again; pass one of them.")
+
+
+# Flags that do not change what a training run writes (left out of its settings.json).
+NOT_SETTINGS = ("config", "data_root", "device", "dtype", "overwrite", "resume", "stop_after_steps", "num_workers")
+
+
+def run_settings(args: Any, run: str, precision: str, num_processes: int, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings of a training run for ``utils.provenance``: its flags (less ``NOT_SETTINGS`` and
+    ``leave_out``), the run name, and the mixed precision and processes it trains with."""
+    flags = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS + leave_out}
+    return {**flags, "run": run, "mixed_precision": precision, "num_processes": num_processes}
+
+
+def remake_hint(run_dir: str | Path) -> str:
+    """How to make a run folder's files again (for messages naming a corrupt or missing file)."""
+    run_dir = Path(run_dir)
+    return f"start the run again with the same command plus --overwrite (it deletes {run_dir}'s files), or choose another --run"
 
 
 # ----------------------------------------------------------------------------- checkpoint files
@@ -239,11 +285,8 @@ def append_log(path: str | Path, row: dict[str, Any], columns: tuple[str, ...]) 
 
 def save_rng_state(path: str | Path) -> None:
     """Torch CPU (and CUDA) RNG state of this process -> ``path`` (atomic)."""
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
     with atomic_path(path) as tmp:
-        torch.save(rng, tmp)
+        torch.save(rng_state(), tmp)
 
 
 def load_rng_state(path: str | Path) -> None:
@@ -281,10 +324,20 @@ def read_train_state(run_dir: str | Path, mmap: bool = False) -> dict[str, Any] 
     """The loaded ``train_state.pt`` of a run folder (None when there is none).
 
     mmap=True maps the tensors (the optimizer state) instead of reading them: cheap when only
-    the progress fields are wanted.
+    the progress fields are wanted. A truncated or foreign file raises ``ArtifactError`` naming it.
     """
     path = layout.train_state_path(run_dir)
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (RuntimeError, EOFError, OSError, ValueError) as error:  # truncated zip, bad magic, unsafe global
+        raise ArtifactError(
+            f"{path} is truncated or not a training state this code wrote ({str(error).splitlines()[0]}): {remake_hint(run_dir)}."
+        ) from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise ArtifactError(f"{path} holds no training progress (found {type(state).__name__}): {remake_hint(run_dir)}.")
+    return state
 
 
 def run_status(run_dir: str | Path) -> str:
@@ -298,7 +351,8 @@ def run_status(run_dir: str | Path) -> str:
 def run_files(run_dir: str | Path) -> list[Path]:
     """Every file a training run writes into its folder (what ``--overwrite`` deletes)."""
     files = [layout.weights_path(run_dir, name) for name in ("last", "best")]
-    files += [layout.config_path(run_dir), layout.train_state_path(run_dir), layout.log_path(run_dir), layout.manifest_path(run_dir)]
+    files += [layout.config_path(run_dir), layout.train_state_path(run_dir), layout.log_path(run_dir), layout.manifest_path(run_dir),
+              layout.settings_path(run_dir)]
     return files + layout.rng_state_paths(run_dir)
 
 
@@ -310,18 +364,18 @@ def open_run(run_dir: str | Path, accelerator, resume: bool, overwrite: bool) ->
     without a saved state. A complete run (see ``run_status``) is the script's to skip.
     """
     run_dir = Path(run_dir)
-    status = run_status(run_dir)
-    if overwrite and not resume:
+    if overwrite and not resume:  # before reading anything: the way on from a corrupt run folder
         if accelerator.is_main_process:
             for path in run_files(run_dir):
                 path.unlink(missing_ok=True)
         accelerator.wait_for_everyone()
         return None
+    status = run_status(run_dir)
     if resume and status == "absent":
         raise FileNotFoundError(f"--resume: no {layout.train_state_path(run_dir).name} in {run_dir}; start the run without --resume.")
     if status == "interrupted" and not resume:
         raise FileExistsError(f"{run_dir} holds an interrupted run: pass --resume to continue it or --overwrite to restart.")
-    return read_json(layout.config_path(run_dir)) if resume else None
+    return read_json(layout.config_path(run_dir), remake=remake_hint(run_dir)) if resume else None
 
 
 def check_resume(saved: dict, current: dict, keys: dict[str, tuple[str, ...]], run_dir: str | Path) -> None:
@@ -339,34 +393,101 @@ def check_resume(saved: dict, current: dict, keys: dict[str, tuple[str, ...]], r
         )
 
 
-def save_training_state(run_dir: Path, accelerator, optimizer, scheduler, progress: Progress) -> None:
-    """train_state.pt (main process) and rng_state_<rank>.pt (every process), atomically."""
+def rng_state() -> dict[str, torch.Tensor]:
+    """Torch CPU (and CUDA) RNG state of this process."""
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    return rng
+
+
+def save_training_state(run_dir: Path, accelerator, model: nn.Module, optimizer, scheduler, progress: Progress) -> None:
+    """Commit a checkpoint: train_state.pt (main process; weights, optimizer, scheduler, progress and every
+    process's RNG state), atomically, after rng_state_<rank>.pt (every process).
+
+    Call it after ``last.safetensors`` is written: a kill before the rename of train_state.pt leaves
+    the previous record whole, and a resume continues from that record alone.
+    """
+    from accelerate.utils import gather_object
+
     save_rng_state(layout.rng_state_path(run_dir, accelerator.process_index))
+    every_rng = gather_object([rng_state()])  # one per process, in rank order
     if accelerator.is_main_process:
-        payload = {**asdict(progress), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        weights = {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+        payload = {**asdict(progress), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                   "model": weights, "rng": every_rng}
         with atomic_path(layout.train_state_path(run_dir)) as tmp:
             torch.save(payload, tmp)
 
 
 def restore_training_state(run_dir: Path, accelerator, model: nn.Module, optimizer, scheduler) -> Progress:
-    """Load last.safetensors, the optimizer, the scheduler, the progress and this process's RNG state."""
+    """Load the weights, the optimizer, the scheduler, the progress and this process's RNG state of the last commit.
+
+    A train_state.pt from before commits held the weights is paired with last.safetensors (same step required).
+    """
     state = read_train_state(run_dir)
-    last = layout.weights_path(run_dir, "last")
-    load_state_strict(model, read_safetensors(last), str(last))
-    if checkpoint_step(last) not in (None, state["step"]):
-        raise RuntimeError(
-            f"--resume: {last} holds step {checkpoint_step(last)} but {layout.train_state_path(run_dir).name} step {state['step']}: "
-            "the run was interrupted while saving. Start it again with --overwrite (or a new --run)."
-        )
+    state_path = layout.train_state_path(run_dir)
+    if "model" in state:
+        load_state_strict(model, state["model"], str(state_path))
+    else:
+        last = layout.weights_path(run_dir, "last")
+        load_state_strict(model, read_safetensors(last), str(last))
+        if checkpoint_step(last) not in (None, state["step"]):
+            raise RuntimeError(
+                f"--resume: {last} holds step {checkpoint_step(last)} but {state_path.name} step {state['step']}: "
+                "the run was interrupted while saving. Start it again with --overwrite (or a new --run)."
+            )
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     progress = Progress.from_state(state)
-    rng_path = layout.rng_state_path(run_dir, accelerator.process_index)
-    if rng_path.exists():
-        load_rng_state(rng_path)
-    if not accelerator.is_main_process:  # the main process holds the reduced partial sums
+    every_rng = state.get("rng")
+    if every_rng is not None and len(every_rng) == accelerator.num_processes:
+        rng = every_rng[accelerator.process_index]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    elif layout.rng_state_path(run_dir, accelerator.process_index).exists():
+        load_rng_state(layout.rng_state_path(run_dir, accelerator.process_index))
+    if accelerator.is_main_process:
+        trim_log(layout.log_path(run_dir), progress.epoch)
+    else:  # the main process holds the reduced partial sums
         progress.loss_sum, progress.loss_count = 0.0, 0
     return progress
+
+
+def trim_log(path: Path, epochs_done: int) -> None:
+    """Drop log.csv rows of epochs after the committed ``epochs_done`` (written before a kill, redone on resume)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns, rows = reader.fieldnames or [], list(reader)
+    kept = [row for row in rows if int(row["epoch"]) <= epochs_done]
+    if len(kept) == len(rows):
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    write_text(path, buffer.getvalue())
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops before the update."""
+
+
+def non_finite_message(run_dir: Path, value: float, progress: Progress, n_batches: int) -> str:
+    """What stopped, where, and the last good checkpoint (the last committed train_state.pt)."""
+    state = read_train_state(run_dir, mmap=True)
+    if state is None:
+        good = "none was saved yet (the run starts from scratch)"
+    else:
+        good = f"{layout.weights_path(run_dir, 'last')} with {layout.train_state_path(run_dir).name} (step {state['step']}, resumable)"
+    return (
+        f"Non-finite training loss ({value}) at epoch {progress.epoch + 1}, step {progress.step + 1} (batch "
+        f"{progress.batch_in_epoch + 1} of {n_batches}) in {run_dir}: training stopped before this update. The last good "
+        f"checkpoint: {good}. Check the inputs for NaN/Inf values (the prepared arrays) or lower --lr."
+    )
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -427,7 +548,7 @@ def fit(
     """
     run_dir = Path(run_dir)
     if resume:
-        check_resume(read_json(layout.config_path(run_dir)), config, resume_keys, run_dir)
+        check_resume(read_json(layout.config_path(run_dir), remake=remake_hint(run_dir)), config, resume_keys, run_dir)
     steps_epoch = steps_per_epoch(len(train_data), settings.batch_size, accelerator.num_processes)
     optimizer, scheduler = make_optimizer(groups, settings, steps_epoch)
     if resume:
@@ -453,6 +574,11 @@ def fit(
         for batch in bar:
             batch = to_device(batch, accelerator.device)
             loss = loss_fn(model, batch)
+            bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+            if accelerator.num_processes > 1:  # every process stops at the same step
+                bad = accelerator.reduce(bad, "sum")
+            if bool(bad.item()):
+                raise NonFiniteLossError(non_finite_message(run_dir, float(loss.detach()), progress, len(batches)))
             accelerator.backward(loss)
             if settings.grad_clip > 0:
                 accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
@@ -481,7 +607,7 @@ def fit(
             return progress
         _end_epoch(run_dir, accelerator, model, scheduler, progress, float(totals[0] / totals[1]), settings, validate,
                    log_columns, samples, elapsed)
-        save_training_state(run_dir, accelerator, optimizer, scheduler, progress)
+        save_training_state(run_dir, accelerator, model, optimizer, scheduler, progress)
         accelerator.wait_for_everyone()
         if stop_after_steps is not None and steps_this_call >= stop_after_steps and not progress.complete:
             if accelerator.is_main_process:
@@ -495,7 +621,7 @@ def _save_midway(run_dir: Path, accelerator, model, optimizer, scheduler, progre
     if accelerator.is_main_process:
         progress.loss_sum, progress.loss_count = float(totals[0]), int(totals[1])
         save_checkpoint(run_dir, "last", accelerator.unwrap_model(model), step=progress.step)
-    save_training_state(run_dir, accelerator, optimizer, scheduler, progress)
+    save_training_state(run_dir, accelerator, model, optimizer, scheduler, progress)
     accelerator.wait_for_everyone()
 
 

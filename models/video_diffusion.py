@@ -13,9 +13,15 @@ Flow for a batch of clips (B clips, C latent channels, F frames, h x w latent pi
    schedule (strength 0 -> none, strength 1 -> all of them).
 3. ``initial_latents``: the given latents (B, C, F, h, w) re-noised to the first of those
    timesteps with per-clip seeded noise; strength 1 starts from pure noise instead.
-4. ``denoise``: classifier-free guidance, ``noise = uncond + g * (cond - uncond)``.
-5. ``decode_latents``: ``latents / scaling_factor`` through the VAE decoder, a few frames at a
-   time, -> uint8 frames (B, F, H, W, 3).
+4. ``denoise``: classifier-free guidance, ``noise = uncond + g * (cond - uncond)``; the UNet
+   runs one clip (both guidance branches) per forward.
+5. ``decode_latents``: ``latents / scaling_factor`` through the VAE decoder, a few frames of
+   one clip at a time, -> uint8 frames (B, F, H, W, 3).
+
+Determinism: a clip depends only on its latents, condition, seed and the settings, never on
+the other clips of its batch: on CPU float32 its frames are bit-identical for every batch
+size (tested). Batched UNet forwards or VAE chunks spanning clips round differently per batch
+size, and 20 guided steps grow that to grey levels (up to 11 were seen).
 
 Latents on disk follow the targets' layout (F, C, h, w) (``z_zeroscope``: (15, 4, 33, 33),
 already multiplied by ``vae.config.scaling_factor``); ``to_unet_layout`` turns a stack of
@@ -121,13 +127,23 @@ def initial_latents(scheduler, latents: torch.Tensor, noise: torch.Tensor, times
 def guided_noise(unet, latents: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
     """UNet noise prediction (B, C, F, h, w) float32, with classifier-free guidance when ``uncond`` is given.
 
-    cond/uncond: text states (B, L, D). Both branches go through the UNet in one batch of 2B.
+    cond/uncond: text states (B, L, D). The UNet runs one clip per forward (its two guidance
+    branches together): batched convolutions round differently for other batch sizes, and that
+    grows over the steps to grey levels, so this keeps a clip the same whatever its batch.
     """
+    return torch.cat([
+        clip_noise(unet, latents[i : i + 1], t, cond[i : i + 1], None if uncond is None else uncond[i : i + 1], guidance_scale)
+        for i in range(latents.shape[0])
+    ])
+
+
+def clip_noise(unet, latents: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
+    """Noise prediction of one clip (1, C, F, h, w); with ``uncond`` both branches go through the UNet as a batch of 2."""
     dtype = unet.dtype
     if uncond is None:
         return unet(latents.to(dtype), t, encoder_hidden_states=cond.to(dtype)).sample.float()
-    model_in = torch.cat([latents, latents]).to(dtype)  # (2B, C, F, h, w)
-    states = torch.cat([uncond, cond]).to(dtype)  # (2B, L, D)
+    model_in = torch.cat([latents, latents]).to(dtype)  # (2, C, F, h, w)
+    states = torch.cat([uncond, cond]).to(dtype)  # (2, L, D)
     noise_uncond, noise_cond = unet(model_in, t, encoder_hidden_states=states).sample.float().chunk(2)
     return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
 
@@ -171,16 +187,23 @@ def denoise(
 
 
 def decode_latents(vae, latents: torch.Tensor, chunk: int = 8) -> np.ndarray:
-    """Latents (B, C, F, h, w) -> uint8 frames (B, F, H, W, 3), ``chunk`` frames per VAE call."""
-    b, c, f, h, w = latents.shape
-    flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w) / vae.config.scaling_factor
+    """Latents (B, C, F, h, w) -> uint8 frames (B, F, H, W, 3), ``chunk`` frames of one clip per VAE call.
+
+    Chunks never mix clips, so a clip's frames do not depend on the other clips of its batch.
+    """
+    clips = [decode_clip(vae, clip, chunk) for clip in latents]  # each (F, H, W, 3)
+    return torch.stack(clips).numpy()
+
+
+def decode_clip(vae, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+    """One clip's latents (C, F, h, w) -> uint8 frames (F, H, W, 3) on the CPU, ``chunk`` frames per VAE call."""
+    frames = latents.permute(1, 0, 2, 3) / vae.config.scaling_factor  # (F, C, h, w)
     pieces = []
     with torch.inference_mode():
-        for i in range(0, flat.shape[0], chunk):
-            image = vae.decode(flat[i : i + chunk].to(vae.dtype)).sample.float()  # (n, 3, H, W) in [-1, 1]
+        for i in range(0, frames.shape[0], chunk):
+            image = vae.decode(frames[i : i + chunk].to(vae.dtype)).sample.float()  # (n, 3, H, W) in [-1, 1]
             pieces.append(frames_to_uint8(image).cpu())
-    frames = torch.cat(pieces)  # (B*F, H, W, 3)
-    return frames.reshape(b, f, *frames.shape[1:]).numpy()
+    return torch.cat(pieces)
 
 
 def frames_to_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -189,7 +212,7 @@ def frames_to_uint8(image: torch.Tensor) -> torch.Tensor:
 
 
 class VideoDiffusion:
-    """Zeroscope video-to-video from latents, several clips per UNet forward.
+    """Zeroscope video-to-video from latents, a batch of clips, one clip per UNet forward.
 
     Components are the objects of ``models.zoo.load_zeroscope``: vae, unet, text_encoder,
     tokenizer, scheduler; they should already be on ``device`` in their compute dtype.

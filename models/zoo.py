@@ -136,18 +136,18 @@ def _hub_kwargs() -> dict[str, Any]:
     return {"cache_dir": hub_cache, "local_files_only": offline}
 
 
-def _not_available(what: str, source: str, local: bool, error: BaseException | None) -> ModelNotAvailableError:
-    """Build the one clear message for a missing real model."""
+def _not_available(what: str, source: str, local: bool, error: BaseException | None, flag: str = "--model-path") -> ModelNotAvailableError:
+    """Build the one clear message for a missing real model; ``flag``: the running script's local-path flag."""
     if local:
         where = f"local path {source!r}"
-        how = f"check the path, or drop --model-path to use the Hugging Face id (get it with `hf download {_default_id(what)}`)"
+        how = f"check the path, or drop {flag} to use the Hugging Face id (get it with `hf download {_default_id(what)}`)"
     else:
         kwargs = _hub_kwargs()
         mode = "offline mode (HF_HUB_OFFLINE=1)" if kwargs["local_files_only"] else "the Hugging Face Hub"
         where = f"Hugging Face id {source!r} (cache {kwargs['cache_dir']}, {mode})"
         how = (
             f"run `hf download {source}` (older huggingface_hub: `huggingface-cli download {source}`) on a machine "
-            "with network access, or pass --model-path DIR with a local copy"
+            f"with network access, or pass {flag} DIR with a local copy"
         )
     detail = f" [{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}]" if error else ""
     return ModelNotAvailableError(
@@ -165,26 +165,26 @@ def _default_id(what: str) -> str:
     }.get(what.split(" (")[0], "<model id>")
 
 
-def _source(model_path: str | Path | None, default_id: str, what: str) -> tuple[str, bool]:
+def _source(model_path: str | Path | None, default_id: str, what: str, flag: str = "--model-path") -> tuple[str, bool]:
     """(source, is_local): a local directory when given (must exist), else the HF id."""
     if model_path is None:
         return default_id, False
     path = Path(model_path).expanduser()
     if not path.is_dir():
-        raise _not_available(what, str(path), True, FileNotFoundError(f"{path} is not a directory"))
+        raise _not_available(what, str(path), True, FileNotFoundError(f"{path} is not a directory"), flag)
     return str(path), True
 
 
-def _pretrained(loader: Any, source: str, local: bool, what: str, **kwargs: Any) -> Any:
+def _pretrained(loader: Any, source: str, local: bool, what: str, flag: str = "--model-path", **kwargs: Any) -> Any:
     """``loader(source, **kwargs)`` with cache/offline kwargs; missing weights -> ModelNotAvailableError."""
     hub = {"local_files_only": True} if local else _hub_kwargs()
     try:
         return loader(source, **hub, **kwargs)
     except (OSError, ValueError) as error:  # transformers/diffusers raise OSError (EnvironmentError) for missing files
-        raise _not_available(what, source, local, error) from error
+        raise _not_available(what, source, local, error, flag) from error
     except Exception as error:  # huggingface_hub network errors (httpx based) are not OSErrors
         if type(error).__module__.startswith(("huggingface_hub", "httpx", "requests")):
-            raise _not_available(what, source, local, error) from error
+            raise _not_available(what, source, local, error, flag) from error
         raise
 
 
@@ -197,12 +197,13 @@ def _place(module: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn
 
 
 def _load_pair(
-    model_cls: Any, processor_cls: Any, model_path: str | Path | None, default_id: str, what: str, device: str, dtype: torch.dtype
+    model_cls: Any, processor_cls: Any, model_path: str | Path | None, default_id: str, what: str, device: str, dtype: torch.dtype,
+    flag: str = "--model-path",
 ) -> tuple[Any, Any]:
     """A real model and its processor from ``model_path`` or ``default_id``, placed on device/dtype."""
-    source, local = _source(model_path, default_id, what)
-    model = _pretrained(model_cls.from_pretrained, source, local, what)
-    processor = _pretrained(processor_cls.from_pretrained, source, local, what)
+    source, local = _source(model_path, default_id, what, flag)
+    model = _pretrained(model_cls.from_pretrained, source, local, what, flag)
+    processor = _pretrained(processor_cls.from_pretrained, source, local, what, flag)
     return _place(model, device, dtype), processor
 
 
@@ -438,10 +439,12 @@ def load_zeroscope(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     parts: tuple[str, ...] = ZEROSCOPE_PARTS,
+    flag: str = "--model-path",
 ) -> dict[str, Any]:
     """Zeroscope components by name: ``vae`` (AutoencoderKL), ``unet`` (UNet3DConditionModel),
     ``text_encoder`` (CLIPTextModel), ``tokenizer`` (CLIPTokenizer), ``scheduler``
-    (DPMSolverMultistepScheduler). Only ``parts`` are built/loaded."""
+    (DPMSolverMultistepScheduler). Only ``parts`` are built/loaded. ``flag``: the caller's
+    local-path flag, named by the "not available" hint."""
     check_preset(preset)
     unknown = [p for p in parts if p not in ZEROSCOPE_PARTS]
     if unknown:
@@ -468,20 +471,20 @@ def load_zeroscope(
             out["scheduler"] = DPMSolverMultistepScheduler(**tiny_scheduler_config())
         return {p: out[p] for p in parts}
 
-    source, local = _source(model_path, ZEROSCOPE_ID, "Zeroscope")
+    source, local = _source(model_path, ZEROSCOPE_ID, "Zeroscope", flag)
     loaders = {
         "vae": AutoencoderKL.from_pretrained, "unet": UNet3DConditionModel.from_pretrained,
         "text_encoder": CLIPTextModel.from_pretrained, "tokenizer": CLIPTokenizer.from_pretrained,
         "scheduler": DPMSolverMultistepScheduler.from_pretrained,
     }
     for part in parts:
-        loaded = _pretrained(loaders[part], source, local, f"Zeroscope ({part})", subfolder=part)
+        loaded = _pretrained(loaders[part], source, local, f"Zeroscope ({part})", flag, subfolder=part)
         out[part] = _place(loaded, device, dtype) if isinstance(loaded, torch.nn.Module) else loaded
     return out
 
 
 def load_blip(
-    preset: str, model_path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+    preset: str, model_path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32, flag: str = "--model-path"
 ) -> tuple[Any, Any]:
     """BLIP captioning model and processor (real: BLIP base CapFilt-L; use the vision encoder at
     :func:`blip_image_size` with ``interpolate_pos_encoding=True``)."""
@@ -495,11 +498,11 @@ def load_blip(
         size = BLIP_IMAGE_SIZE["tiny"]
         image_processor = _image_processor("Blip", size={"height": size, "width": size}, image_mean=BLIP_MEAN, image_std=BLIP_STD)
         return _place(model, device, dtype), BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    return _load_pair(BlipForConditionalGeneration, BlipProcessor, model_path, BLIP_ID, "BLIP", device, dtype)
+    return _load_pair(BlipForConditionalGeneration, BlipProcessor, model_path, BLIP_ID, "BLIP", device, dtype, flag)
 
 
 def load_clip(
-    preset: str, model_path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+    preset: str, model_path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32, flag: str = "--model-path"
 ) -> tuple[Any, Any]:
     """CLIP model and processor (real: OpenAI ViT-L/14, 768-d embeddings)."""
     check_preset(preset)
@@ -514,7 +517,7 @@ def load_clip(
             "CLIP", size={"shortest_edge": size}, crop_size={"height": size, "width": size}, image_mean=BLIP_MEAN, image_std=BLIP_STD
         )
         return _place(model, device, dtype), CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    return _load_pair(CLIPModel, CLIPProcessor, model_path, CLIP_ID, "CLIP", device, dtype)
+    return _load_pair(CLIPModel, CLIPProcessor, model_path, CLIP_ID, "CLIP", device, dtype, flag)
 
 
 def load_image_classifier(

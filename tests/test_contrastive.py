@@ -171,3 +171,47 @@ def test_runs_trained_before_train_state_existed_count_as_trained(tmp_path):
     assert not finetune_contrastive.already_trained(run_dir)  # weights without this stage's manifest
     write_json(layout.manifest_path(run_dir), {"stage": "finetune_contrastive"})
     assert finetune_contrastive.already_trained(run_dir)
+
+
+def test_rerun_with_other_flags_is_refused_and_embeddings_are_never_mixed(demo_root, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from utils.provenance import SettingsMismatchError
+
+    assert train_mbm.main(common(demo_root) + ["--epochs", "1", "--limit", "64", "--lr", "1e-3", "--run", "tiny_p"]) == 0
+    base = common(demo_root) + ["--mbm", "tiny_p", "--run", "prov", "--epochs", "1", "--warmup-epochs", "0.5"]
+    assert finetune_contrastive.main(base) == 0
+    ckpt_dir = layout.checkpoint_dir(demo_root, "contrastive", "prov")
+    emb_dir = layout.embeddings_dir(demo_root, "prov")
+    manifests = {d: layout.manifest_path(d).read_bytes() for d in (ckpt_dir, emb_dir)}
+    assert json.loads(layout.settings_path(emb_dir).read_text())["settings"]["export"] == "features"
+
+    assert finetune_contrastive.main(base) == 0  # the same flags: skipped, manifests untouched
+    with pytest.raises(SettingsMismatchError, match=r"lr: recorded 0.001, asked 0.0005.*--overwrite.*another --run"):
+        finetune_contrastive.main(base + ["--lr", "5e-4"])
+    with pytest.raises(SettingsMismatchError, match=r"export: recorded 'features', asked 'projection'"):
+        finetune_contrastive.main(base + ["--export", "projection"])  # same training, other embeddings
+    assert {d: layout.manifest_path(d).read_bytes() for d in manifests} == manifests
+
+    best = layout.weights_path(ckpt_dir, "best")
+    state = load_file(str(best))
+    save_file({k: v * 1.01 for k, v in state.items()}, str(best))  # other weights under the same run name
+    with pytest.raises(SettingsMismatchError, match="checkpoint_sha256: recorded"):
+        finetune_contrastive.main(base)
+    best.unlink()
+    with pytest.raises(FileNotFoundError, match=r"Missing .*best.safetensors.*finetune_contrastive.py --run prov --overwrite"):
+        load_brainclip(ckpt_dir)
+    assert finetune_contrastive.main(base + ["--overwrite"]) == 0  # the way on
+    assert best.exists() and layout.manifest_path(emb_dir).read_bytes() != manifests[emb_dir]
+
+
+def test_conflicting_flags_and_unavailable_requests_are_refused_before_work(demo_root):
+    base = common(demo_root) + ["--mbm", "none", "--run", "refused", "--epochs", "1"]
+    with pytest.raises(ValueError, match="--resume and --overwrite conflict"):
+        finetune_contrastive.main(base + ["--resume", "--overwrite"])
+    with pytest.raises(ValueError, match="fp16 mixed precision needs a CUDA GPU"):
+        finetune_contrastive.main(base + ["--device", "cpu", "--dtype", "float16"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            finetune_contrastive.main(base + ["--device", "cuda"])
+    assert not layout.checkpoint_dir(demo_root, "contrastive", "refused").exists()

@@ -202,3 +202,17 @@ def test_our_checkpoint_roundtrip_and_errors(tmp_path):
         load_mbm(tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="train_mbm.py"):
         load_mbm(tmp_path / "nothing.pth")
+
+
+def test_a_run_folder_without_best_is_named_never_replaced_by_last(tmp_path):
+    from models.mbm import resolve_checkpoint
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "last.safetensors").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match=r"Missing .*best.safetensors.*only last.safetensors.*--resume.*train_mbm.py --run r --overwrite"):
+        resolve_checkpoint(run)
+    assert resolve_checkpoint(run / "last.safetensors")[0] == run / "last.safetensors"
+    (run / "last.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="holds no best.safetensors"):
+        resolve_checkpoint(run)

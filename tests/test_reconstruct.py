@@ -42,7 +42,7 @@ def files_under(folder: Path) -> set[str]:
 
 def expected_files(stimuli: list[str]) -> set[str]:
     clips = {f"mp4/{s}.mp4" for s in stimuli} | {f"gif/{s}.gif" for s in stimuli} | {f"frames/{s}.npy" for s in stimuli}
-    return clips | {"captions.json", "manifest.json"}
+    return clips | {"captions.json", "manifest.json", "settings.json"}
 
 
 def run(root: Path, *extra: str) -> int:

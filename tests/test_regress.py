@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
 
 import regress
-from utils import layout
-from utils.io import save_npy
+from utils import layout, provenance
+from utils.io import ArtifactError, save_npy
 from utils.prepare import prepare_subject
 from utils.regression_data import split_rows
 from utils.synthetic import make_demo
@@ -54,7 +55,7 @@ def test_main_writes_exact_files_decodes_and_resumes(root, capsys):
     argv = ["--data-root", str(root), "--subjects", "1", "--targets", "z_zeroscope", "clip", "--run", "ridge1", *RIDGE]
     assert regress.main(argv) == 0
     out = root / "predictions" / "ridge1"
-    expected = ["manifest.json", "metrics.json", "per_sample.csv"]
+    expected = ["manifest.json", "metrics.json", "per_sample.csv", "settings.json"]
     expected += [f"{t}/{s}.npy" for t in SHAPES for s in demo_test_stimuli()]
     assert listing(out) == sorted(expected)
     for target, shape in SHAPES.items():
@@ -241,3 +242,79 @@ def test_flag_defaults_come_from_the_settings_dataclasses():
     assert args.hidden_dim == zoo.REGRESSOR_HIDDEN_DIM["default"] == NetSettings.hidden_dim
     assert regress.parse_args(["--preset", "tiny"]).hidden_dim == zoo.REGRESSOR_HIDDEN_DIM["tiny"]
     assert RidgeRegressor.DEFAULTS == asdict(RidgeSettings()) and MLPRegressor.DEFAULTS == asdict(NetSettings())
+
+
+# ----------------------------------------------------------------------------- issue 12: every bad file named, flags honoured
+def test_truncated_embeddings_name_the_file_and_command(root):
+    write_embeddings(root, "emb-cut", {1: 64})
+    path = layout.embeddings_path(root, "emb-cut", "demo", "sub01")
+    path.write_bytes(path.read_bytes()[:200])  # was: "mmap length is greater than file size"
+    argv = ["--data-root", str(root), "--input", "embeddings", "--embeddings-run", "emb-cut", "--subjects", "1", "--targets", "clip"]
+    with pytest.raises(ArtifactError, match=rf"{re.escape(str(path))} is truncated.*finetune_contrastive\.py --dataset demo --run emb-cut --overwrite"):
+        regress.main(argv)
+
+
+def test_corrupt_metrics_json_is_named(root):
+    argv = ["--data-root", str(root), "--subjects", "1", "--targets", "clip", "--run", "ridge-metrics", *RIDGE]
+    assert regress.main(argv) == 0
+    metrics = layout.regression_metrics_path(root, "ridge-metrics")
+    metrics.write_text(metrics.read_text()[:50])
+    with pytest.raises(ArtifactError, match=rf"{re.escape(str(metrics))} is truncated.*delete it .*--run ridge-metrics --overwrite"):
+        regress.main(argv)
+    metrics.unlink()
+    assert regress.main([*argv, "--overwrite"]) == 0
+    assert json.loads(metrics.read_text())["run"] == "ridge-metrics"
+    record = provenance.read_settings(layout.predictions_run_dir(root, "ridge-metrics"))
+    assert record["settings"]["config"] == json.loads(layout.manifest_path(layout.predictions_run_dir(root, "ridge-metrics")).read_text())["config"]
+
+
+def test_rerun_with_other_settings_over_a_finished_run_is_refused(root):
+    argv = ["--data-root", str(root), "--subjects", "1", "--targets", "clip", "--run", "ridge-other", *RIDGE]
+    assert regress.main(argv) == 0
+    manifest = layout.manifest_path(layout.predictions_run_dir(root, "ridge-other"))
+    before = manifest.read_text()
+    with pytest.raises(ValueError, match=r"other settings .*cv: 3 -> 4.*--overwrite.*--run"):
+        regress.main([*argv, "--cv", "4"])
+    assert manifest.read_text() == before  # the manifest never claims the refused settings
+
+
+@pytest.mark.parametrize("flags", [
+    ["--train-on", "demo", "--datasets", "bmd"],
+    ["--train-on", "demo", "--dataset", "demo"],
+    ["--subjects", "1", "--train-subjects", "2"],
+    ["--target", "clip", "--targets", "blip"],
+    ["--embeddings-run", "emb"],  # ignored with --input betas
+])
+def test_conflicting_flags_are_refused_before_work(flags, capsys):
+    with pytest.raises(SystemExit):
+        regress.parse_args(flags)
+    err = capsys.readouterr().err
+    assert "give only one" in err or "ignored with --input betas" in err
+
+
+def test_conflicting_flags_messages(capsys):
+    with pytest.raises(SystemExit):
+        regress.parse_args(["--train-on", "demo", "--datasets", "bmd"])
+    assert "--train-on and --datasets set the same thing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        regress.parse_args(["--embeddings-run", "emb"])
+    assert "ignored with --input betas" in capsys.readouterr().err
+
+
+def test_locked_run_and_stale_temps(root):
+    import os
+    import socket
+
+    from utils.locks import RunLockedError
+
+    out = layout.predictions_run_dir(root, "ridge-lock")
+    out.mkdir(parents=True, exist_ok=True)
+    layout.lock_path(out).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "stage": "regress"}))
+    argv = ["--data-root", str(root), "--subjects", "1", "--targets", "clip", "--run", "ridge-lock", *RIDGE]
+    with pytest.raises(RunLockedError, match="in use by regress"):
+        regress.main(argv)
+    layout.lock_path(out).write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "stage": "regress"}))
+    stale = out / ".metrics.json.abc.tmp.json"
+    stale.write_text("{")
+    assert regress.main(argv) == 0  # a dead holder's lock is taken over; its temp files are removed
+    assert not stale.exists() and not layout.lock_path(out).exists()

@@ -1,6 +1,11 @@
 """utils.video: decoding real BMD samples, sampling, resizing, writing and error cases."""
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+import weakref
 from fractions import Fraction
 from pathlib import Path
 
@@ -8,16 +13,20 @@ import av
 import numpy as np
 import pytest
 
+import utils.video
 from utils.video import (
     VideoDecodeError,
     read_video,
     resize_frames,
     sample_frames,
     sample_indices,
+    sample_views,
     video_info,
     write_gif,
     write_mp4,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def moving_gradient(n_frames: int, height: int, width: int) -> np.ndarray:
@@ -267,3 +276,72 @@ def test_truncated_bmd_sample(bmd_sample_videos, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(VideoDecodeError, match="cut.mp4"):
         sample_frames(cut, 15)
+
+
+# ---------------------------------------------------------------- issue 12: memory, short videos, deterministic mp4
+
+
+def test_sampling_holds_one_full_size_frame_at_a_time(tmp_path, monkeypatch):
+    """A high-resolution video is decoded frame by frame: only the picked frames are converted, one
+    full-size RGB frame is alive at a time, and the result equals resizing the picked frames of the
+    fully decoded video (the old way)."""
+    path = tmp_path / "big.mp4"
+    write_mp4(path, moving_gradient(40, 360, 640), 25)
+    refs: list[weakref.ref] = []
+    peak = {"live": 0, "calls": 0}
+    real = utils.video._frame_rgb
+
+    class Tracked(np.ndarray):  # a plain ndarray subclass, so that it can be weakly referenced
+        pass
+
+    def tracked(frame, height, width):
+        array = real(frame, height, width).view(Tracked)
+        refs.append(weakref.ref(array))
+        peak["live"] = max(peak["live"], sum(ref() is not None for ref in refs))
+        peak["calls"] += 1
+        return array
+
+    monkeypatch.setattr(utils.video, "_frame_rgb", tracked)
+    sampled = sample_views(path, 15, {"small": lambda f: resize_frames(np.asarray(f), 32)})
+    assert peak == {"live": 1, "calls": 15}
+    assert sampled.views["small"].shape == (15, 32, 32, 3) and sampled.n_decoded == 40 and not sampled.is_short
+    monkeypatch.setattr(utils.video, "_frame_rgb", real)
+    expected = resize_frames(read_video(path)[sample_indices(40, 15)], 32)
+    np.testing.assert_array_equal(sampled.views["small"], expected)
+
+
+def test_short_video_repeats_frames_and_says_so(tmp_path):
+    path = tmp_path / "short.mp4"
+    write_mp4(path, moving_gradient(5, 16, 16), 8)
+    sampled = sample_views(path, 15, {"frames": lambda f: f})
+    assert sampled.is_short and sampled.n_decoded == 5 and sampled.n_sampled == 15
+    np.testing.assert_array_equal(sampled.views["frames"], read_video(path)[sample_indices(5, 15)])
+
+
+WRITE_ONE = """
+import sys
+sys.path.insert(0, {repo!r})
+import numpy as np
+from utils.video import write_mp4
+rng = np.random.default_rng(0)
+noise = rng.integers(0, 64, (12, 240, 320, 3), dtype=np.uint8)
+ramp = np.linspace(0, 180, 320).astype(np.uint8)[None, None, :, None]
+write_mp4(sys.argv[1], noise + ramp, 8)
+"""
+
+
+def test_write_mp4_is_deterministic_across_processes_and_cpu_affinities(tmp_path):
+    """The same frames give the same bytes in two fresh processes, one of them pinned to one CPU (x264's
+    automatic thread count would follow the CPUs and change the bytes)."""
+    script = tmp_path / "write_one.py"
+    script.write_text(WRITE_ONE.format(repo=str(REPO)))
+    digests = []
+    for index, one_cpu in enumerate([False, True]):
+        out = tmp_path / f"clip{index}.mp4"
+        pin = [] if not one_cpu or not hasattr(os, "sched_getaffinity") else ["taskset", "-c", str(min(os.sched_getaffinity(0)))]
+        command = pin + [sys.executable, str(script), str(out)]
+        if pin and subprocess.run(["which", "taskset"], capture_output=True).returncode != 0:
+            command = command[3:]
+        subprocess.run(command, check=True, timeout=120)
+        digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]

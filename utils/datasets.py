@@ -479,12 +479,28 @@ def subject_folder(subject: int) -> str:
     return f"sub{subject:02d}"
 
 
+def holds_data(folder: Path) -> bool:
+    """True when ``folder`` holds a file at any depth (hidden files, such as locks and temporary files, do not count)."""
+    return folder.is_dir() and any(p.is_file() and not p.name.startswith(".") for p in folder.rglob("*"))
+
+
 def find_subject_folder(data_root: str | Path | None, dataset: str, subject: int) -> str:
-    """The subject's folder on disk: ``subNN`` or ``sub-NN`` if only that one exists."""
-    for name in (subject_folder(subject), f"sub-{subject:02d}"):
-        if layout.betas_dir(data_root, dataset, name).exists():
-            return name
-    return subject_folder(subject)
+    """The subject's folder on disk: the one of ``subNN`` / ``sub-NN`` that holds data, else the first that exists.
+
+    An empty ``subNN/`` does not hide a ``sub-NN/`` holding the pickle; both holding data is an error naming both.
+    """
+    names = (subject_folder(subject), f"sub-{subject:02d}")
+    folders = [layout.betas_dir(data_root, dataset, name) for name in names]
+    with_data = [name for name, folder in zip(names, folders, strict=True) if holds_data(folder)]
+    if len(with_data) > 1:
+        raise ValueError(
+            f"Subject {subject} of {dataset} has two folders holding data, {folders[0]} and {folders[1]}: "
+            "keep one (move the files of the other into it, then delete it)."
+        )
+    if with_data:
+        return with_data[0]
+    existing = [name for name, folder in zip(names, folders, strict=True) if folder.is_dir()]
+    return existing[0] if existing else names[0]
 
 
 # --------------------------------------------------------------------------------------------- files

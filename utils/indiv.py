@@ -28,14 +28,20 @@ from tqdm import tqdm
 
 from utils import layout
 from utils.datasets import N_GROUP41, DatasetSpec, find_subject_folder, get_spec, stimulus_splits
-from utils.io import is_complete_npy, save_npy
+from utils.io import is_complete_npy, remove_stale_temps, save_npy
+from utils.locks import run_lock
 from utils.prepare import (
     Prepared,
     Trials,
     check_nan_policy,
     finish_prepared,
+    is_prepared,
+    load_prepared,
+    prepare_command,
+    prepare_settings,
     prepared_summary,
-    skipped_summary,
+    recorded_summary,
+    reuse_prepared,
     write_prepared_array,
 )
 from utils.rois import DEFAULT_ROI_SET, get_roi_set, roi_set_size, select_vertices
@@ -228,6 +234,16 @@ def read_indiv(
     return betas, trials
 
 
+def folder_source(directory: Path, subject_dir: Path) -> dict:
+    """``{"source", "source_files", "source_bytes"}`` of an indiv folder (its trial files, hidden ones left out)."""
+    files = [p for p in directory.rglob("*.npy") if p.is_file() and not p.name.startswith(".")]
+    return {
+        "source": directory.relative_to(subject_dir).as_posix(),
+        "source_files": len(files),
+        "source_bytes": sum(p.stat().st_size for p in files),
+    }
+
+
 def write_prepared_from_indiv(
     data_root: str | Path | None,
     dataset: str,
@@ -239,26 +255,51 @@ def write_prepared_from_indiv(
     """Read a subject's indiv folder and write the prepared layout of ``roi_set`` (array, trials CSV, summary).
 
     The folder is ``roi_set``'s own or the pickle ROI set's, whose vectors then give
-    ``roi_set``'s vertices (see ``indiv_source``). NaN trials get the policy of ``utils.prepare`` (``drop`` or ``zero``). The summary
-    (``<roi_set>_prepared.json``, the completion mark that ``utils.prepare`` checks) is
-    written last. A subject already prepared is skipped (its summary returned with
-    ``skipped``) unless ``overwrite``.
+    ``roi_set``'s vertices (see ``indiv_source``). Non-finite trials (NaN, +-Inf) get the policy
+    of ``utils.prepare`` (``drop`` or ``zero``). The summary (``<roi_set>_prepared.json``, the
+    completion mark that ``utils.prepare`` checks) is written last, with the settings (the
+    folder's file count and bytes as the source record). A subject already prepared with the
+    same settings is skipped (its summary returned with ``skipped``); other settings are
+    refused unless ``overwrite``. Runs under the subject folder's lock.
     """
     check_nan_policy(nan_policy)
-    done = skipped_summary(data_root, dataset, subject, roi_set, overwrite)
-    if done is not None:
-        return done
     source, source_set = indiv_source(data_root, dataset, subject, roi_set)
-    betas, trials = read_indiv(source, dataset, roi_set_size(source_set), data_root=data_root, subject=subject, progress=True)
-    columns = select_vertices(get_roi_set(source_set), source_set, roi_set, str(source))  # (V,) or None = all
-    if columns is not None:
-        betas = betas[:, columns]  # (T, V)
-    nan_mask = np.isnan(betas).any(axis=1)  # (T,)
-    keep = ~nan_mask if nan_policy == "drop" else np.ones(len(trials), dtype=bool)
-    betas, kept = np.nan_to_num(betas[keep], nan=0.0), trials.select(keep)
-    with write_prepared_array(data_root, dataset, subject, roi_set) as tmp:
-        np.save(tmp, betas)
-    summary = prepared_summary(dataset, subject, roi_set, source, trials, nan_mask, keep, nan_policy, betas.shape[1])
-    finish_prepared(data_root, dataset, subject, roi_set, kept, summary)
+    if not source.is_dir() and (overwrite or not is_prepared(data_root, dataset, subject, roi_set)):
+        scan_indiv(source, dataset)  # raises naming the folder and the command that writes it
+    subject_dir = layout.betas_dir(data_root, dataset, find_subject_folder(data_root, dataset, subject))
+    with run_lock(subject_dir, "from-indiv"):
+        remove_stale_temps(subject_dir)
+        summary = recorded_summary(data_root, dataset, subject, roi_set)
+        if source.is_dir():
+            record = folder_source(source, subject_dir)
+        else:  # prepared, then the indiv folder was deleted: its record stands for it
+            record = {k: v for k, v in (summary.get("settings") or {}).items() if k.startswith("source")}
+        settings = prepare_settings(roi_set, nan_policy, record)
+        summary_path = layout.prepared_summary_path(data_root, dataset, subject_dir.name, roi_set)
+        command = prepare_command(dataset, subject, roi_set, nan_policy, step="--from-indiv")
+        done = reuse_prepared(summary, settings, overwrite, summary_path, command)
+        if done is not None:
+            return done
+        betas, trials = read_indiv(source, dataset, roi_set_size(source_set), data_root=data_root, subject=subject, progress=True)
+        columns = select_vertices(get_roi_set(source_set), source_set, roi_set, str(source))  # (V,) or None = all
+        if columns is not None:
+            betas = betas[:, columns]  # (T, V)
+        nan_mask, inf_mask = np.isnan(betas).any(axis=1), np.isinf(betas).any(axis=1)  # (T,) each
+        keep = ~(nan_mask | inf_mask) if nan_policy == "drop" else np.ones(len(trials), dtype=bool)
+        betas, kept = np.nan_to_num(betas[keep], nan=0.0, posinf=0.0, neginf=0.0), trials.select(keep)
+        with write_prepared_array(data_root, dataset, subject, roi_set) as tmp:
+            np.save(tmp, betas)
+        summary = prepared_summary(dataset, subject, roi_set, source, trials, nan_mask, keep, nan_policy, betas.shape[1], inf_mask)
+        summary.update(folder=subject_dir.name, settings=settings)
+        finish_prepared(data_root, dataset, subject, roi_set, kept, summary)
     return {**summary, "skipped": False}
 
+
+def write_subject_indiv(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = DEFAULT_ROI_SET, overwrite: bool = False) -> dict:
+    """Write a prepared subject's individual files (see ``write_indiv``) under its folder's lock, removing stale temporary files first."""
+    target = subject_indiv_dir(data_root, dataset, subject, roi_set)
+    prepared = load_prepared(data_root, dataset, subject, roi_set)
+    with run_lock(layout.betas_dir(data_root, dataset, find_subject_folder(data_root, dataset, subject)), "write-indiv"):
+        for folder in [target, *sorted(p for p in target.glob("*") if p.is_dir())]:  # HAD: one folder per class
+            remove_stale_temps(folder)
+        return write_indiv(prepared, target, overwrite=overwrite)

@@ -11,10 +11,19 @@ Output per subject (paths from ``utils.layout``), written in this order, each at
 2. ``<roi_set>_trials.csv``: row, stimulus, repeat, split (one line per array row);
 3. ``<roi_set>_prepared.json``: the summary, written last, so it marks completion.
 
-NaN policy (DATA_FORMATS section 2, missing trials are NaN-filled upstream):
-``drop`` (default) removes every trial that has a NaN; ``zero`` replaces NaNs by 0 (the
-z-scored mean) and keeps the trial. Counts are reported either way; NaN never reaches
-training.
+Non-finite policy (DATA_FORMATS section 2, missing trials are NaN-filled upstream): a trial
+is non-finite when one of its values is NaN or +-Inf once stored as float32 (a value beyond
+float32's range counts as Inf). ``drop`` (default) removes every such trial; ``zero``
+replaces NaN and +-Inf by 0 (the z-scored mean) and keeps the trial. NaN and Inf trials are
+counted either way (per split too); a split left without trials is warned about and listed
+in the summary's ``warnings``. Non-finite values never reach training.
+
+Provenance: the summary's ``settings`` are what determine the array (ROI set, policy, the
+source's file name, size and sha256, ``PREPARE_VERSION``). A rerun with the same settings
+skips; with other settings, or over a summary without them, it refuses naming each
+difference and ``--overwrite``. Each subject is prepared under ``utils.locks.run_lock`` on
+its folder (a second copy stops, a dead one's lock is taken over), which first removes the
+temporary files a killed run left there.
 """
 from __future__ import annotations
 
@@ -35,11 +44,18 @@ from utils.datasets import (
     get_spec,
     row_stimuli,
 )
-from utils.io import atomic_path, read_json, write_json, write_text
+from utils.io import ArtifactError, atomic_path, load_npy, read_json, remove_stale_temps, sha256_file, write_json, write_text
+from utils.locks import run_lock
+from utils.provenance import SettingsMismatchError, differences
 from utils.rois import DEFAULT_ROI_SET, check_roi_indices, get_roi_set, parse_roi_set, select_vertices
 from utils.safe_pickle import load_pickle
+from utils.synthetic import demo_command, missing_demo_subject
 
 NAN_POLICIES = ("drop", "zero")
+# The version of the conversion; a summary made by another one is refused on rerun.
+# 2: +-Inf (and float32 overflow) handled like NaN.
+PREPARE_VERSION = 2
+SPLITS = ("train", "test")
 _CHUNK_ROWS = 256
 
 
@@ -77,12 +93,78 @@ def check_nan_policy(nan_policy: str) -> None:
         raise ValueError(f"Unknown nan_policy={nan_policy!r}. Use one of {NAN_POLICIES}.")
 
 
-def skipped_summary(data_root: str | Path | None, dataset: str, subject: int, roi_set: str, overwrite: bool) -> dict | None:
-    """The summary (with ``skipped``) of a subject already prepared, unless ``overwrite``; else None."""
-    if overwrite or not is_prepared(data_root, dataset, subject, roi_set):
+def prepare_command(dataset: str, subject: int, roi_set: str = DEFAULT_ROI_SET, nan_policy: str = "drop", step: str = "--prepare") -> str:
+    """The command that prepares one subject with these settings (``step``: ``--prepare`` or ``--from-indiv``)."""
+    command = f"python download_data.py --dataset {dataset} --subjects {subject} {step}"
+    if roi_set != DEFAULT_ROI_SET:
+        command += f" --roi-set {roi_set}"
+    return command + (f" --nan-policy {nan_policy}" if nan_policy != "drop" else "")
+
+
+def prepare_settings(roi_set: str, nan_policy: str, source: dict) -> dict:
+    """The settings that determine a prepared array: ROI set, policy, source record, code version."""
+    return {"roi_set": roi_set, "nan_policy": nan_policy, **source, "prepare_version": PREPARE_VERSION}
+
+
+def file_source(path: Path, subject_dir: Path, summary: dict | None) -> tuple[dict, int]:
+    """``({"source", "source_size", "source_sha256"}, mtime_ns)`` of a source file.
+
+    The sha256 recorded in ``summary`` is reused when the file's size and mtime are those it
+    recorded (a rerun does not hash a multi-GB pickle again).
+    """
+    stat = path.stat()
+    recorded = (summary or {}).get("settings") or {}
+    same_file = recorded.get("source_size") == stat.st_size and (summary or {}).get("source_mtime_ns") == stat.st_mtime_ns
+    digest = recorded.get("source_sha256") if same_file else None
+    source = {
+        "source": path.relative_to(subject_dir).as_posix(),
+        "source_size": stat.st_size,
+        "source_sha256": digest or sha256_file(path),
+    }
+    return source, stat.st_mtime_ns
+
+
+def reuse_prepared(summary: dict | None, settings: dict, overwrite: bool, summary_path: Path, command: str) -> dict | None:
+    """The summary (with ``skipped``) of a subject prepared with ``settings``; None when it is to be made.
+
+    Refuses (``SettingsMismatchError``) a preparation made with other settings, or one without
+    a record of them, unless ``overwrite``; the message lists each difference and the way on.
+    """
+    if summary is None or overwrite:
+        return None
+    recorded = summary.get("settings")
+    if not isinstance(recorded, dict):
+        raise SettingsMismatchError(
+            f"{summary_path} has no record of the settings that made it (an older version of prepare): "
+            f"pass --overwrite to prepare it again (`{command} --overwrite`)."
+        )
+    diffs = differences(recorded, settings)
+    if diffs:
+        raise SettingsMismatchError(
+            f"{summary_path} records other settings ({'; '.join(diffs)}): pass --overwrite to prepare it again "
+            f"with the asked ones (`{command} --overwrite`), or ask for the recorded ones."
+        )
+    return {**summary, "skipped": True}
+
+
+def recorded_summary(data_root: str | Path | None, dataset: str, subject: int, roi_set: str) -> dict | None:
+    """The summary of a complete preparation of ``roi_set`` (None when it is missing, incomplete or corrupt)."""
+    if not is_prepared(data_root, dataset, subject, roi_set):
         return None
     folder = find_subject_folder(data_root, dataset, subject)
-    return {**read_json(layout.prepared_summary_path(data_root, dataset, folder, roi_set)), "skipped": True}
+    return read_json(layout.prepared_summary_path(data_root, dataset, folder, roi_set))
+
+
+def source_command(data_root: str | Path | None, spec: DatasetSpec, subject: int) -> str:
+    """The command that makes a subject's pickle (the demo: with the sizes it was generated with)."""
+    return demo_command(data_root) if spec.synthetic else download_command(spec, subject)
+
+
+def missing_pickle_message(data_root: str | Path | None, spec: DatasetSpec, subject: int, path: Path) -> str:
+    """What to say when a subject's pickle is missing: the path and the command that makes it."""
+    if spec.synthetic:
+        return f"Missing pickle {path}: {missing_demo_subject(data_root, subject)}"
+    return f"Missing pickle {path}: run `{download_command(spec, subject)}` first."
 
 
 def write_prepared_array(data_root: str | Path | None, dataset: str, subject: int, roi_set: str):
@@ -168,14 +250,26 @@ def _rows_2d(value: np.ndarray) -> np.ndarray:
     return value.reshape(-1, value.shape[-1])
 
 
-def _nan_rows(value: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
-    """(T,) bool: trials holding any NaN in ``columns`` (None: all), computed in chunks to bound memory."""
+def _as_float32(chunk: np.ndarray) -> np.ndarray:
+    """A chunk as stored (float32); values beyond float32's range become +-Inf without a warning."""
+    with np.errstate(over="ignore"):
+        return np.asarray(chunk, dtype=np.float32)
+
+
+def _nonfinite_rows(value: np.ndarray, columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(nan, inf)``, each (T,) bool: trials holding a NaN, trials holding a +-Inf in ``columns`` (None: all).
+
+    Checked on the float32 values that are stored, in chunks to bound memory.
+    """
     rows = _rows_2d(value)
-    out = np.zeros(len(rows), dtype=bool)
+    nan = np.zeros(len(rows), dtype=bool)
+    inf = np.zeros(len(rows), dtype=bool)
     for start in range(0, len(rows), _CHUNK_ROWS):
         chunk = rows[start : start + _CHUNK_ROWS]
-        out[start : start + _CHUNK_ROWS] = np.isnan(chunk if columns is None else chunk[:, columns]).any(axis=1)
-    return out
+        chunk = _as_float32(chunk if columns is None else chunk[:, columns])  # (<=256, V)
+        nan[start : start + _CHUNK_ROWS] = np.isnan(chunk).any(axis=1)
+        inf[start : start + _CHUNK_ROWS] = np.isinf(chunk).any(axis=1)
+    return nan, inf
 
 
 def trials_to_csv(trials: Trials) -> str:
@@ -188,12 +282,23 @@ def trials_to_csv(trials: Trials) -> str:
     return buffer.getvalue()
 
 
-def read_trials_csv(path: Path) -> Trials:
-    """Read a trials table written by ``trials_to_csv``."""
+def _row_ok(index: int, row: dict) -> bool:
+    """True for a complete trials-table line number ``index`` (a truncated line lacks fields)."""
+    try:
+        return None not in row and int(row["row"]) == index and int(row["repeat"]) >= 0 and row["split"] in SPLITS
+    except (TypeError, ValueError):
+        return False
+
+
+def read_trials_csv(path: Path, remake: str = "delete it and prepare the subject again with --overwrite") -> Trials:
+    """Read a trials table written by ``trials_to_csv``; a truncated or malformed one raises naming it and ``remake``."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if rows and list(rows[0]) != ["row", "stimulus", "repeat", "split"]:
-        raise ValueError(f"{path}: expected columns row,stimulus,repeat,split, found {list(rows[0])}.")
+        raise ArtifactError(f"{path}: expected columns row,stimulus,repeat,split, found {list(rows[0])}: {remake}.")
+    bad = next((i for i, row in enumerate(rows) if not _row_ok(i, row)), None)
+    if bad is not None:
+        raise ArtifactError(f"{path} is truncated or malformed at line {bad + 2}: {remake}.")
     return Trials(
         [r["stimulus"] for r in rows],
         np.asarray([int(r["repeat"]) for r in rows], dtype=np.int64),
@@ -208,18 +313,27 @@ def _paths(data_root: str | Path | None, dataset: str, folder: str, roi_set: str
     return array_path, trials_path, layout.prepared_summary_path(data_root, dataset, folder, roi_set)
 
 
+def _csv_rows(path: Path) -> int:
+    """Data lines of a trials table (its lines less the header)."""
+    with open(path, "rb") as handle:
+        return max(sum(1 for _ in handle) - 1, 0)
+
+
 def is_prepared(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = DEFAULT_ROI_SET) -> bool:
-    """True when the subject's prepared files are all there and consistent."""
+    """True when the subject's prepared files are all there and consistent (a corrupt one: False, to be redone)."""
     folder = find_subject_folder(data_root, dataset, subject)
     array_path, trials_path, summary_path = _paths(data_root, dataset, folder, roi_set)
-    summary = read_json(summary_path)
-    if summary is None or not array_path.exists() or not trials_path.exists():
+    try:
+        summary = read_json(summary_path)
+    except ArtifactError:
+        return False
+    if not isinstance(summary, dict) or not array_path.exists() or not trials_path.exists():
         return False
     try:
         shape = np.load(array_path, mmap_mode="r").shape
-    except (ValueError, OSError):
+    except (ValueError, OSError, EOFError):
         return False
-    return list(shape) == summary["shape"]
+    return list(shape) == summary.get("shape") and _csv_rows(trials_path) == shape[0]
 
 
 def prepare_subject(
@@ -233,30 +347,53 @@ def prepare_subject(
     """Convert one subject's pickle to the prepared layout of ``roi_set``; return the summary dict.
 
     ``roi_set``'s vertices are selected from the pickle's (which must hold them all; the error
-    names the missing ROIs). Skips a subject that is already prepared unless ``overwrite``.
-    The summary has the shape, trial counts per split, NaN counts and the policy applied.
+    names the missing ROIs). A subject already prepared with the same settings is skipped; one
+    prepared with other settings is refused unless ``overwrite`` (see ``reuse_prepared``).
+    The summary has the shape, trial counts per split, NaN and Inf counts, the policy applied,
+    warnings (a split left empty) and the settings.
     """
     check_nan_policy(nan_policy)
     spec = get_spec(dataset)
     parse_roi_set(roi_set)  # an unknown ROI set fails before the pickle is loaded
-    done = skipped_summary(data_root, dataset, subject, roi_set, overwrite)
-    if done is not None:
-        return done
     pkl = source_pickle_path(data_root, spec, subject)
-    if not pkl.exists():
-        raise FileNotFoundError(f"Missing pickle {pkl}: run `{download_command(spec, subject)}` first.")
+    folder = find_subject_folder(data_root, dataset, subject)
+    subject_dir = layout.betas_dir(data_root, dataset, folder)
+    command = prepare_command(dataset, subject, roi_set, nan_policy)
+    if not pkl.exists() and (overwrite or not is_prepared(data_root, dataset, subject, roi_set)):
+        raise FileNotFoundError(missing_pickle_message(data_root, spec, subject, pkl))
+    with run_lock(subject_dir, "prepare"):
+        remove_stale_temps(subject_dir)
+        summary = recorded_summary(data_root, dataset, subject, roi_set)
+        if pkl.exists():
+            source, mtime_ns = file_source(pkl, subject_dir, summary)
+        else:  # prepared, then the pickle was deleted: its record stands for it
+            source, mtime_ns = {k: v for k, v in (summary.get("settings") or {}).items() if k.startswith("source")}, None
+        settings = prepare_settings(roi_set, nan_policy, source)
+        done = reuse_prepared(summary, settings, overwrite, layout.prepared_summary_path(data_root, dataset, folder, roi_set), command)
+        if done is not None:
+            return done
+        summary = convert_pickle(data_root, spec, subject, roi_set, nan_policy, pkl)
+        summary.update(settings=settings, source_mtime_ns=mtime_ns)
+        finish_prepared(data_root, dataset, subject, roi_set, summary.pop("kept"), summary)
+    return {**summary, "skipped": False}
+
+
+def convert_pickle(data_root: str | Path | None, spec: DatasetSpec, subject: int, roi_set: str, nan_policy: str, pkl: Path) -> dict:
+    """Load and check the pickle, write the prepared array in place; its summary, with the kept ``Trials`` as ``kept``."""
+    remake = f"delete it and run `{source_command(data_root, spec, subject)}`"
     pickle_vertices = get_roi_set(spec.pickle_roi_set)  # (V_pickle,) grayordinates
-    data = load_pickle(pkl)
+    data = load_pickle(pkl, remake)
     validate_pickle(data, spec, subject, len(pickle_vertices), str(pkl))  # its roi_indices_hcp follow the rule
     columns = select_vertices(pickle_vertices, spec.pickle_roi_set, roi_set, str(pkl))  # (V,) or None = all
     n_vertices = len(pickle_vertices) if columns is None else len(columns)
     blocks, trials = trial_table(data, spec)
-    nan_mask = np.concatenate([_nan_rows(data[key], columns) for key, _, _ in blocks])
-    keep = ~nan_mask if nan_policy == "drop" else np.ones(len(trials), dtype=bool)
-    kept = trials.select(keep)
+    masks = [_nonfinite_rows(data[key], columns) for key, _, _ in blocks]
+    nan_mask = np.concatenate([nan for nan, _ in masks])  # (T,)
+    inf_mask = np.concatenate([inf for _, inf in masks])  # (T,)
+    keep = ~(nan_mask | inf_mask) if nan_policy == "drop" else np.ones(len(trials), dtype=bool)
 
-    with write_prepared_array(data_root, dataset, subject, roi_set) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(kept), n_vertices))
+    with write_prepared_array(data_root, spec.name, subject, roi_set) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(int(keep.sum()), n_vertices))
         write_row = 0
         for key, start, count in blocks:
             rows = _rows_2d(data[key])
@@ -264,18 +401,18 @@ def prepare_subject(
                 chunk = rows[lo : lo + _CHUNK_ROWS]  # (<=256, V_pickle)
                 if columns is not None:
                     chunk = chunk[:, columns]  # (<=256, V)
-                chunk = np.asarray(chunk, dtype=np.float32)
+                chunk = _as_float32(chunk)
                 chunk = chunk[keep[start + lo : start + lo + len(chunk)]]
                 if nan_policy == "zero":
-                    chunk = np.nan_to_num(chunk, nan=0.0)
+                    chunk = np.nan_to_num(chunk, nan=0.0, posinf=0.0, neginf=0.0)
                 out[write_row : write_row + len(chunk)] = chunk
                 write_row += len(chunk)
             data[key] = None
         out.flush()
         del out
-    summary = prepared_summary(dataset, subject, roi_set, pkl, trials, nan_mask, keep, nan_policy, n_vertices)
-    finish_prepared(data_root, dataset, subject, roi_set, kept, summary)
-    return {**summary, "skipped": False}
+    summary = prepared_summary(spec.name, subject, roi_set, pkl, trials, nan_mask, keep, nan_policy, n_vertices, inf_mask)
+    summary["folder"] = pkl.parents[1].name
+    return {**summary, "kept": trials.select(keep)}
 
 
 def prepared_summary(
@@ -288,22 +425,45 @@ def prepared_summary(
     keep: np.ndarray,
     nan_policy: str,
     n_vertices: int,
+    inf_mask: np.ndarray | None = None,
 ) -> dict:
-    """The summary of a prepared subject from all its trials (T,), NaN mask (T,) and kept mask (T,)."""
+    """The summary of a prepared subject from all its trials (T,), NaN mask (T,), kept mask (T,) and Inf mask (T,)."""
+    inf_mask = np.zeros(len(trials), dtype=bool) if inf_mask is None else inf_mask
     kept = trials.select(keep)
-    return {
+    by_split = {s: trials.split == s for s in SPLITS}  # (T,) bool each
+    summary = {
         "dataset": dataset,
         "subject": subject,
         "roi_set": roi_set,
         "source": str(source),
         "shape": [len(kept), n_vertices],
-        "trials": {s: int((kept.split == s).sum()) for s in ("train", "test")},
-        "stimuli": {s: len(set(np.asarray(kept.stimulus)[kept.split == s])) for s in ("train", "test")},
+        "trials": {s: int((kept.split == s).sum()) for s in SPLITS},
+        "stimuli": {s: len(set(np.asarray(kept.stimulus)[kept.split == s])) for s in SPLITS},
         "nan_trials": int(nan_mask.sum()),
-        "nan_trials_by_split": {s: int((nan_mask & (trials.split == s)).sum()) for s in ("train", "test")},
+        "nan_trials_by_split": {s: int((nan_mask & by_split[s]).sum()) for s in SPLITS},
+        "inf_trials": int(inf_mask.sum()),
+        "inf_trials_by_split": {s: int((inf_mask & by_split[s]).sum()) for s in SPLITS},
         "nan_policy": nan_policy,
         "dropped_trials": int((~keep).sum()),
     }
+    summary["warnings"] = empty_split_warnings(summary, {s: int(by_split[s].sum()) for s in SPLITS})
+    return summary
+
+
+def empty_split_warnings(summary: dict, source_trials: dict[str, int]) -> list[str]:
+    """One line per split left without trials: how many the source had and why none is left."""
+    warnings = []
+    for split in SPLITS:
+        if summary["trials"][split]:
+            continue
+        total = source_trials[split]
+        why = (
+            f"all {total} of its trials are non-finite ({summary['nan_trials_by_split'][split]} with NaN, "
+            f"{summary['inf_trials_by_split'][split]} with Inf) and policy {summary['nan_policy']!r} dropped them"
+            if total else "the source holds none"
+        )
+        warnings.append(f"{summary['dataset']} sub{summary['subject']:02d} has no {split} trial left: {why}.")
+    return warnings
 
 
 def finish_prepared(data_root: str | Path | None, dataset: str, subject: int, roi_set: str, kept: Trials, summary: dict) -> None:
@@ -315,24 +475,30 @@ def finish_prepared(data_root: str | Path | None, dataset: str, subject: int, ro
 
 
 def load_prepared(data_root: str | Path | None, dataset: str, subject: int, roi_set: str = DEFAULT_ROI_SET) -> Prepared:
-    """Memory-map a prepared subject; a missing or incomplete one names the command to run."""
+    """Memory-map a prepared subject; a missing, incomplete or corrupt file is named with the command that remakes it."""
     folder = find_subject_folder(data_root, dataset, subject)
     array_path, trials_path, summary_path = _paths(data_root, dataset, folder, roi_set)
-    if not is_prepared(data_root, dataset, subject, roi_set):
+    remake = f"rerun `{prepare_command(dataset, subject, roi_set)} --overwrite`"
+    summary = read_json(summary_path, remake=remake)
+    if summary is None:
         raise FileNotFoundError(
-            f"Subject {subject} of {dataset} is not prepared ({summary_path} missing or inconsistent): "
-            f"run `python download_data.py --dataset {dataset} --subjects {subject} --prepare` first."
+            f"Subject {subject} of {dataset} is not prepared ({summary_path} missing): "
+            f"run `{prepare_command(dataset, subject, roi_set)}` first."
         )
-    betas = np.load(array_path, mmap_mode="r")
-    trials = read_trials_csv(trials_path)
+    if not isinstance(summary, dict) or not isinstance(summary.get("shape"), list):
+        raise ArtifactError(f"{summary_path} is not a prepared summary (no 'shape'): {remake}.")
+    betas = load_npy(array_path, remake, mmap=True, shape=tuple(summary["shape"]))
+    if not trials_path.exists():
+        raise FileNotFoundError(f"Missing {trials_path}: {remake}.")
+    trials = read_trials_csv(trials_path, remake)
     if len(trials) != betas.shape[0]:
-        raise ValueError(f"{trials_path} has {len(trials)} rows but {array_path} has {betas.shape[0]}; rerun with --overwrite.")
+        raise ArtifactError(f"{trials_path} has {len(trials)} rows but {array_path} has {betas.shape[0]}: {remake}.")
     return Prepared(dataset, subject, roi_set, betas, trials)
 
 
 def average_repeats(prepared: Prepared, split: str) -> tuple[list[str], np.ndarray]:
     """Mean over repeats per stimulus of ``split``: (stimuli in first-appearance order, X (S, V) float32)."""
-    if split not in ("train", "test"):
+    if split not in SPLITS:
         raise ValueError(f"Unknown split={split!r}; use 'train' or 'test'.")
     rows = np.flatnonzero(prepared.trials.split == split)
     names = [prepared.trials.stimulus[i] for i in rows]
@@ -347,11 +513,13 @@ def average_repeats(prepared: Prepared, split: str) -> tuple[list[str], np.ndarr
 
 
 def summary_text(summary: dict) -> str:
-    """One line per subject for the console."""
+    """One line per subject for the console, then one ``WARNING:`` line per warning of the summary."""
     status = "skipped (already prepared)" if summary.get("skipped") else "prepared"
-    return (
-        f"{summary['dataset']} sub{summary['subject']:02d}: {status}, shape {tuple(summary['shape'])}, "
+    folder = summary.get("folder")
+    where = f" (folder {folder}/)" if folder and folder != f"sub{summary['subject']:02d}" else ""
+    line = (
+        f"{summary['dataset']} sub{summary['subject']:02d}{where}: {status}, shape {tuple(summary['shape'])}, "
         f"train {summary['trials']['train']} / test {summary['trials']['test']} trials, "
-        f"{summary['nan_trials']} NaN trial(s) -> policy {summary['nan_policy']!r}"
+        f"{summary.get('inf_trials', 0)} Inf trial(s), {summary['nan_trials']} NaN trial(s) -> policy {summary['nan_policy']!r}"
     )
-
+    return "\n".join([line, *(f"WARNING: {w}" for w in summary.get("warnings", []))])

@@ -52,14 +52,15 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
 
-def load_pickle(path: str | Path) -> Any:
+def load_pickle(path: str | Path, remake: str = "download it again") -> Any:
     """Load a data pickle (dicts of numpy arrays, lists, strings) safely.
 
-    Raises FileNotFoundError, UnsafePickleError, or ValueError for a truncated file.
+    Raises FileNotFoundError, UnsafePickleError, or ValueError for a truncated file; the
+    messages name ``path`` and ``remake`` (how to get the file again, e.g. the download command).
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Missing pickle {path}.")
+        raise FileNotFoundError(f"Missing pickle {path}: {remake}.")
     with open(path, "rb") as handle:
         unpickler = _RestrictedUnpickler(handle)
         unpickler.source = str(path)
@@ -68,7 +69,7 @@ def load_pickle(path: str | Path) -> Any:
         except UnsafePickleError:
             raise
         except (EOFError, pickle.UnpicklingError, ValueError) as error:
-            raise ValueError(f"{path} is truncated or not a pickle ({error}); download it again.") from error
+            raise ValueError(f"{path} is truncated or not a pickle ({error}): {remake}.") from error
 
 
 class _ConfigNamespace(SimpleNamespace):

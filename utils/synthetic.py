@@ -367,6 +367,45 @@ def add_demo_arguments(parser: argparse.ArgumentParser, help_prefix: str = "demo
         parser.add_argument(flag, type=kind, default=default, help=f"{help_prefix}{text} (default: %(default)s)")
 
 
+def demo_command(data_root: str | Path | None, n_subjects: int | None = None, overwrite: bool = False) -> str:
+    """The command that makes the demo under ``data_root`` with the sizes recorded there (``n_subjects`` changed when given)."""
+    config = read_json(layout.demo_config_path(data_root, DEMO.name), default={}) or {}
+    if n_subjects is not None:
+        config = {**config, "n_subjects": n_subjects}
+    flags = "".join(f" --{name.replace('_', '-')} {config[name]}" for name in DEMO_FLAGS if name in config)
+    seed = f" --seed {config['seed']}" if config.get("seed") else ""
+    root = f" --data-root {data_root}" if data_root is not None else ""
+    return f"python download_data.py --dataset {DEMO.name}{root}{flags}{seed}{' --overwrite' if overwrite else ''}"
+
+
+def demo_subjects(data_root: str | Path | None) -> int | None:
+    """How many subjects the demo under ``data_root`` was generated with (None: no demo there)."""
+    config = read_json(layout.demo_config_path(data_root, DEMO.name))
+    return None if config is None else int(config["n_subjects"])
+
+
+def missing_demo_subject(data_root: str | Path | None, subject: int) -> str:
+    """Why a demo subject's pickle is missing and the command that makes it."""
+    n_subjects = demo_subjects(data_root)
+    if n_subjects is None:
+        return f"there is no demo under {layout.root(data_root)}: make it with `{demo_command(data_root, max(subject, 2))}` first."
+    if subject > n_subjects:
+        return (
+            f"the demo under {layout.root(data_root)} has subjects 1..{n_subjects} as generated "
+            f"({layout.demo_config_path(data_root, DEMO.name)}); make {subject} with "
+            f"`{demo_command(data_root, subject, overwrite=True)}`."
+        )
+    return f"rerun `{demo_command(data_root)}` to write it again."
+
+
+def check_demo_subjects(data_root: str | Path | None, subjects: list[int]) -> None:
+    """Refuse, before any work, demo subjects beyond those generated, or any when there is no demo (the
+    message names the command that makes them); pass the subjects whose pickle is missing."""
+    missing = [s for s in subjects if demo_subjects(data_root) is None or s > demo_subjects(data_root)]
+    if missing:
+        raise ValueError(f"Subject(s) {missing} of the demo do not exist: {missing_demo_subject(data_root, max(missing))}")
+
+
 def demo_settings(args: argparse.Namespace) -> dict:
     """The ``make_demo`` keyword arguments from flags added by ``add_demo_arguments``."""
     return {name: getattr(args, name) for name in DEMO_FLAGS}

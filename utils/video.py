@@ -13,20 +13,35 @@ means a square output (aspect ratio is not kept, as in the original pipeline's 2
 
 ``sample_indices`` spreads indices by ``linspace(0, T-1, n)``, rounded (``rounding="round"``,
 the default) or floored (``"floor"``, the original's ``numpy.linspace(..., dtype=int)``).
-``sample_frames`` decodes every frame (the index rule needs the true count) but converts
-only the picked frames to RGB; decoding uses FFmpeg's frame + slice threads.
+A video with fewer frames than asked gives repeated frames (the linspace rule, as the
+original); ``sample_views`` reports it (``SampledVideo.is_short``) so callers can warn.
+``sample_views`` / ``sample_frames`` decode frame by frame and keep only the picked frames,
+each converted to RGB and passed through the caller's transforms (e.g. a resize) at once, so
+memory holds one full-size frame at a time whatever the resolution (an 8K video no longer
+holds all its decoded frames). The index rule needs the true frame count: the container's
+declared count is used (or the demuxed packets when it declares none) and, should the
+decoded count differ, the video is decoded a second time with the true count. Decoding uses
+FFmpeg's frame + slice threads.
 
 Writing: ``write_mp4`` stores H.264 (libx264, yuv420p, CRF 18, ``+faststart``); odd heights
 or widths are padded to even by repeating the last row / column, because yuv420p needs even
-sizes, so such a video reads back one pixel larger. ``write_gif`` uses Pillow (adaptive
-palette per frame, looping forever); GIF delays have a 10 ms resolution and Pillow merges
-identical consecutive frames into one longer frame. Every write is atomic.
+sizes, so such a video reads back one pixel larger. The encoder runs single-threaded
+(``threads=1``, one lookahead thread, no sliced threads) with fixed timestamps: x264's
+automatic thread count follows the CPUs a process may use, and its frame decisions follow
+the thread count, so the same frames gave other bytes (and other decoded pixels) under
+another CPU affinity or on another machine. Now the same frames give the same bytes in
+every process with the same FFmpeg/x264 build (tested across processes and CPU
+affinities); clips are small, so one thread costs little. ``write_gif`` uses Pillow
+(adaptive palette per frame, looping forever); GIF delays have a 10 ms resolution and
+Pillow merges identical consecutive frames into one longer frame. Every write is atomic.
 
 A missing, empty, truncated or non-video file raises ``VideoDecodeError`` naming the file
 and the cause.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -74,12 +89,7 @@ def _decode(path: Path) -> list[av.VideoFrame]:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame + slice threads: faster, same frames
         declared = int(stream.frames or 0)
-        try:
-            frames.extend(container.decode(stream))
-        except av.FFmpegError as error:
-            raise VideoDecodeError(
-                f"Cannot read video {path}: decoding failed ({error}); the file is truncated or corrupt."
-            ) from error
+        frames.extend(_decoded_frames(container, stream, path))
     if not frames:
         raise VideoDecodeError(f"Cannot read video {path}: no frame could be decoded (truncated or corrupt).")
     if declared and len(frames) < declared:
@@ -121,16 +131,102 @@ def sample_indices(n_total: int, n_frames: int, rounding: str = "round") -> np.n
     return (spaced.round() if rounding == "round" else np.floor(spaced)).astype(int)
 
 
+@dataclass(frozen=True)
+class SampledVideo:
+    """The frames picked from one video, one array per view, and the video's true frame count."""
+
+    views: dict[str, np.ndarray]  # {name: uint8 (n_sampled, h, w, 3)}, each view at its transform's size
+    n_decoded: int  # frames the video has
+    n_sampled: int  # frames asked for
+
+    @property
+    def is_short(self) -> bool:
+        """True when the video has fewer frames than asked: some picked frames are repeats."""
+        return self.n_decoded < self.n_sampled
+
+
+Transform = Callable[[np.ndarray], np.ndarray]  # uint8 (n, H, W, 3) -> uint8 (n, h, w, 3)
+
+
+def _decoded_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path) -> Iterator[av.VideoFrame]:
+    """The stream's frames one at a time; a decoding error becomes VideoDecodeError naming ``path``."""
+    try:
+        yield from container.decode(stream)
+    except av.FFmpegError as error:
+        raise VideoDecodeError(f"Cannot read video {path}: decoding failed ({error}); the file is truncated or corrupt.") from error
+
+
+def _frame_rgb(frame: av.VideoFrame, height: int, width: int) -> np.ndarray:
+    """One decoded frame -> uint8 (height, width, 3) RGB (converted to that size when it differs)."""
+    if (frame.height, frame.width) == (height, width):
+        return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(format="rgb24", width=width, height=height)
+
+
+def _count_packets(path: Path) -> int:
+    """Video packets of ``path`` (a frame count without decoding)."""
+    with _open(path) as container:
+        try:
+            return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
+        except av.FFmpegError as error:
+            raise VideoDecodeError(f"Cannot read video {path}: demuxing failed ({error}); the file is truncated or corrupt.") from error
+
+
+def _sample_pass(path: Path, indices: np.ndarray, transforms: dict[str, Transform]) -> tuple[dict[int, dict[str, np.ndarray]], int, int]:
+    """Decode ``path`` frame by frame, keeping ``{index: {view: transform(frame)}}`` for the picked
+    ``indices`` only; returns (kept, decoded count, declared count)."""
+    wanted = set(int(i) for i in indices)
+    kept: dict[int, dict[str, np.ndarray]] = {}
+    count, size = 0, None
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame + slice threads: faster, same frames
+        declared = int(stream.frames or 0)
+        for frame in _decoded_frames(container, stream, path):
+            size = size or (frame.height, frame.width)  # every frame is converted to the first frame's size
+            if count in wanted:
+                rgb = _frame_rgb(frame, *size)[None]  # (1, H, W, 3): the one full-size frame held
+                kept[count] = {name: fn(rgb) for name, fn in transforms.items()}
+                del rgb
+            count += 1
+    return kept, count, declared
+
+
+def sample_views(path: str | Path, n_frames: int, transforms: dict[str, Transform], rounding: str = "round") -> SampledVideo:
+    """Pick ``n_frames`` frames by ``sample_indices`` over all decoded frames and pass each through
+    every transform as soon as it is decoded -> ``SampledVideo`` ({name: uint8 (n, h, w, 3)}).
+
+    Only one full-size frame is held at a time. Raises VideoDecodeError for a missing, empty,
+    truncated or non-video file (fewer frames decoded than the container declares).
+    """
+    path = Path(path)
+    with _open(path) as container:
+        expected = int(container.streams.video[0].frames or 0)
+    expected = expected or _count_packets(path)
+    indices = sample_indices(max(expected, 1), n_frames, rounding)
+    kept, count, declared = _sample_pass(path, indices, transforms)
+    if count == 0:
+        raise VideoDecodeError(f"Cannot read video {path}: no frame could be decoded (truncated or corrupt).")
+    if declared and count < declared:
+        raise VideoDecodeError(f"Cannot read video {path}: decoded {count} of the {declared} frames the file declares; it is truncated.")
+    if count != expected:  # the guessed count was wrong: pick again from the true one
+        indices = sample_indices(count, n_frames, rounding)
+        kept, count, _ = _sample_pass(path, indices, transforms)
+    views = {name: np.concatenate([kept[int(i)][name] for i in indices]) for name in transforms}
+    return SampledVideo(views=views, n_decoded=count, n_sampled=n_frames)
+
+
 def sample_frames(
     path: str | Path, n_frames: int, size: int | tuple[int, int] | None = None, rounding: str = "round", antialias: bool = True
 ) -> np.ndarray:
-    """Decode all frames, pick ``n_frames`` by ``sample_indices``, optionally resize -> uint8 (n, H, W, 3).
+    """Pick ``n_frames`` frames by ``sample_indices``, optionally resize -> uint8 (n, H, W, 3).
 
-    Only the picked frames are converted to RGB.
+    Decodes frame by frame; only the picked frames are converted to RGB (and resized one by one).
     """
-    frames = _decode(Path(path))
-    picked = _to_rgb([frames[i] for i in sample_indices(len(frames), n_frames, rounding)])  # (n, H, W, 3)
-    return picked if size is None else resize_frames(picked, size, antialias)
+    def keep(frames: np.ndarray) -> np.ndarray:
+        return frames if size is None else resize_frames(frames, size, antialias)
+
+    return sample_views(path, n_frames, {"frames": keep}, rounding).views["frames"]
 
 
 def _size_hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -185,8 +281,13 @@ def _pad_even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
+# One encoder thread, one lookahead thread, no slices: the same frames give the same bytes in every process.
+X264_DETERMINISTIC = "threads=1:lookahead-threads=1:sliced-threads=0"
+
+
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18) -> None:
-    """Write uint8 (T, H, W, 3) RGB frames as H.264 mp4 (yuv420p; odd sizes padded to even), atomically."""
+    """Write uint8 (T, H, W, 3) RGB frames as H.264 mp4 (yuv420p; odd sizes padded to even), atomically;
+    deterministic: the same frames give the same bytes in every process."""
     frames = _pad_even(_check_frames(frames, "frames"))
     rate = _as_rate(fps)
     height, width = frames.shape[1:3]
@@ -194,7 +295,9 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18) -
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
             stream = container.add_stream("libx264", rate=rate)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": str(crf)}
+            stream.codec_context.thread_count = 1  # x264's automatic count follows the CPUs, and its output the count
+            stream.codec_context.time_base = 1 / rate
+            stream.options = {"crf": str(crf), "x264-params": X264_DETERMINISTIC}
             for index, array in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
                 frame.pts = index
