@@ -196,7 +196,7 @@ def find_clips(args: argparse.Namespace, run: str) -> list[tuple[str, Path]]:
 def load_models(args: argparse.Namespace, device: str, dtype) -> dict[str, Any]:
     """CLIP, image and video classifiers of the preset (models/zoo.py)."""
     return {
-        "clip": zoo.load_clip(args.preset, args.clip_path, device=device, dtype=dtype),
+        "clip": zoo.load_clip(args.preset, args.clip_path, device=device, dtype=dtype, flag="--clip-path"),
         "image": zoo.load_image_classifier(args.preset, args.image_classifier_path, device=device, dtype=dtype),
         "video": zoo.load_video_classifier(args.preset, args.video_classifier_path, device=device, dtype=dtype),
     }

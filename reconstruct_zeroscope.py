@@ -344,7 +344,7 @@ def predicted_captions(args: argparse.Namespace, stimuli: list[str], device, dty
     """Decode captions from the predicted BLIP embeddings with the BLIP text decoder."""
     if not stimuli:
         return {}
-    model, processor = zoo.load_blip(args.preset, model_path=args.blip_path, device=str(device), dtype=dtype)
+    model, processor = zoo.load_blip(args.preset, model_path=args.blip_path, device=str(device), dtype=dtype, flag="--blip-path")
     shape = embedding_shape(model, zoo.blip_image_size(args.preset))
     settings = caption_settings(args)
     captions: dict[str, str] = {}
@@ -525,7 +525,7 @@ def reconstruct(
     captions = clip_captions(args, caption_from, mine, device, dtype)
     part_path = layout.reconstruction_captions_part_path(out_dir, state.process_index)
     written: dict[str, str] = read_json(part_path, default={}, remake=CAPTIONS_REMAKE)
-    components = zoo.load_zeroscope(args.preset, model_path=args.zeroscope_path, device=str(device), dtype=dtype)
+    components = zoo.load_zeroscope(args.preset, model_path=args.zeroscope_path, device=str(device), dtype=dtype, flag="--zeroscope-path")
     model = VideoDiffusion.from_components(components, forward_chunking=args.forward_chunking)
     shape = expected_latent_shape(args, mine[0], model.latent_channels)
     latent_remake = remake_command(args, "z_zeroscope", z_from)

@@ -14,7 +14,6 @@ and where it is published) and add it to ``DATASETS``.
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import layout
+from utils.io import read_json
 from utils.rois import DEFAULT_ROI_SET, GROUP41_SIZE
 
 N_GROUP41 = GROUP41_SIZE
@@ -248,7 +248,7 @@ def listed_splits(spec: DatasetSpec, data_root: str | Path | None, subject: int 
                 f"(the original project's metadata); put them there, or prepare each subject from its pickle "
                 f"(`{download_command(spec)} --subjects N --prepare`), whose trials table carries its split."
             )
-        per_subject = json.loads(path.read_text())
+        per_subject = read_json(path, remake="replace it with the original project's split list")
         if subject is None:
             names = [n for listed in per_subject.values() for n in listed]
         else:
@@ -516,7 +516,7 @@ def load_annotations(data_root: str | Path | None, dataset: str) -> dict:
     path = layout.annotations_path(data_root, dataset)
     if not path.exists():
         raise FileNotFoundError(f"Missing annotations {path}: run `{download_command(get_spec(dataset))}` first.")
-    return json.loads(path.read_text())
+    return read_json(path, remake=f"fetch it again with `{download_command(get_spec(dataset))}`")
 
 
 def stimulus_path(data_root: str | Path | None, spec: DatasetSpec, stimulus: str) -> Path:
