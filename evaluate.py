@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from models import zoo
-from utils import evaluation_data, layout, report, scoring
+from utils import evaluation_data, layout, provenance, report, scoring
 from utils.cli import common_parser, parse_args, positive_int, resolve_device, resolve_dtype, run_main
 from utils.datasets import get_spec, stimulus_path
 from utils.io import remove_stale_temps, write_manifest
@@ -169,6 +169,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--video-frames must be >= 0, got {args.video_frames}.")
     if args.videos is not None and args.reconstructions:
         parser.error("--videos and --reconstructions are exclusive: score either a folder of videos or reconstruction runs.")
+    paths = {"--clip-path": args.clip_path, "--image-classifier-path": args.image_classifier_path, "--video-classifier-path": args.video_classifier_path}
+    zoo.refuse_unused_model_paths(args.preset, paths)
 
 
 def evaluation_settings(args: argparse.Namespace) -> EvaluationSettings:
@@ -309,11 +311,17 @@ def main(argv: list[str] | None = None) -> int:
             pending.append((run, key))
 
     with contextlib.ExitStack() as held:  # one evaluation at a time per output folder; a killed one's temp files go
+        recorded = evaluation_data.fingerprint_settings(args)  # what settings.json records: the flags that change the numbers
         for run, _ in pending:
             out_dir = layout.evaluation_dir(args.data_root, run)
             held.enter_context(run_lock(out_dir, STAGE))
             for folder in (out_dir, layout.figures_dir(out_dir), layout.media_dir(out_dir)):
                 remove_stale_temps(folder)
+            if not args.overwrite:  # new inputs are scored again; other settings would silently replace the results
+                provenance.check_settings(
+                    out_dir, STAGE, recorded, layout.metrics_path(out_dir).exists(),
+                    "pass --overwrite to replace that evaluation, or use another --data-root",
+                )
         models = load_models(args, device, dtype) if pending and args.semantic else None
         computed: dict[str, tuple[RunEvaluation, float]] = {}
         for run, key in pending:
@@ -331,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 out_dir, STAGE, args, inputs={source: evaluation.result["protocol"]["source"]},
                 counts={"clips": len(evaluation.stimuli), "seconds": round(seconds, 2)}, device=device, dtype=str(dtype),
             )
+            provenance.write_settings(out_dir, STAGE, recorded)
     for run, result in done.items():
         print(f"[evaluate] {run}: {result['n_clips']} clips -> {layout.report_path(layout.evaluation_dir(args.data_root, run))}")
         print(f"[evaluate] {run}: {scoring.headline(result)}")

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Extract the embeddings and captions; returns 0, or 1 when some videos were missing or could not be decoded."""
     args = parse_args(build_parser(), argv, bundle=targets.RECIPE_BUNDLE)
-    targets.refuse_unused_model_paths(args.preset, {"--model-path": args.model_path, "--clip-path": args.clip_path})
+    zoo.refuse_unused_model_paths(args.preset, {"--model-path": args.model_path, "--clip-path": args.clip_path})
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     seed_everything(args.seed)

@@ -191,7 +191,7 @@ def extract_conditioning(args: argparse.Namespace, jobs: list[targets.Job], devi
 def main(argv: list[str] | None = None) -> int:
     """Extract the asked targets; returns 0, or 1 when some videos were missing or could not be decoded."""
     args = parse_args(build_parser(), argv, bundle=targets.RECIPE_BUNDLE)
-    targets.refuse_unused_model_paths(args.preset, {"--model-path": args.model_path})
+    zoo.refuse_unused_model_paths(args.preset, {"--model-path": args.model_path})
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     seed_everything(args.seed)

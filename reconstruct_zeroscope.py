@@ -388,13 +388,7 @@ def merge_captions(out_dir: Path) -> dict[str, str]:
 
 def check_flags(args: argparse.Namespace) -> None:
     """Refuse flags this run would ignore (before any work)."""
-    if args.preset == "tiny":
-        given = [flag for flag, value in (("--zeroscope-path", args.zeroscope_path), ("--blip-path", args.blip_path)) if value]
-        if given:
-            raise ValueError(
-                f"{' and '.join(given)} would be ignored: --preset tiny builds its models in code. "
-                "Drop the path, or use --preset default to load the models from it."
-            )
+    zoo.refuse_unused_model_paths(args.preset, {"--zeroscope-path": args.zeroscope_path, "--blip-path": args.blip_path})
 
 
 def caption_settings(args: argparse.Namespace) -> CaptionSettings:

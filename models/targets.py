@@ -62,7 +62,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import zoo
 from models.recipes import DEFAULT_RECIPE, FRAME_SAMPLING, RECIPES, Z_DTYPES, get_recipe
 from utils import layout
 from utils.cli import positive_int
@@ -194,18 +193,6 @@ def split_missing(jobs: Sequence[Job]) -> tuple[list[Job], dict[str, str]]:
 def fetch_command(dataset: str) -> str:
     """The command that fetches a dataset's stimulus videos."""
     return f"{download_command(get_spec(dataset))} --what stimuli"
-
-
-def refuse_unused_model_paths(preset: str, paths: dict[str, str | None]) -> None:
-    """Refuse local model paths (``{flag: value}``) that ``preset`` would ignore, before any work: the
-    presets whose models are built in code (``zoo.has_random_weights``: tiny) load nothing from disk."""
-    given = {flag: value for flag, value in paths.items() if value is not None}
-    if given and zoo.has_random_weights(preset):
-        shown = ", ".join(f"{flag} {value}" for flag, value in given.items())
-        raise ValueError(
-            f"--preset {preset} builds its models in code and would ignore {shown}: drop {' and '.join(given)} "
-            "to use the tiny models, or use --preset default to load the models from there."
-        )
 
 
 def carry_over(previous: dict[str, Any], redone: Iterable[str], now: dict[str, Any]) -> dict[str, Any]:

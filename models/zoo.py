@@ -227,6 +227,18 @@ def has_random_weights(preset: str) -> bool:
     return preset == "tiny"
 
 
+def refuse_unused_model_paths(preset: str, paths: dict[str, str | None]) -> None:
+    """Refuse local model paths (``{flag: value}``) that ``preset`` would ignore, before any work: the
+    presets whose models are built in code (``has_random_weights``: tiny) load nothing from disk."""
+    given = {flag: value for flag, value in paths.items() if value is not None}
+    if given and has_random_weights(preset):
+        shown = ", ".join(f"{flag} {value}" for flag, value in given.items())
+        raise ValueError(
+            f"--preset {preset} builds its models in code and would ignore {shown}: drop {' and '.join(given)} "
+            "to use the tiny models, or use --preset default to load the models from there."
+        )
+
+
 def default_preset(synthetic: bool) -> str:
     """The preset a run uses unless told: the offline tiny models on synthetic data, the real models otherwise."""
     return "tiny" if synthetic else "default"

@@ -171,3 +171,20 @@ def test_a_live_evaluation_locks_its_folder_and_a_killed_ones_temp_files_go(tmp_
     (out_dir / ".report.html.abc.tmp.html").write_text("half")
     assert evaluate.main(argv) == 0
     assert not list(out_dir.glob(".*.tmp*")) and not layout.lock_path(out_dir).exists()
+
+
+def test_other_settings_over_a_finished_evaluation_are_refused(tmp_path):
+    from utils.provenance import SettingsMismatchError
+
+    root = tmp_path / "data"
+    make_demo(root, n_subjects=1, n_train=2, n_test=2, size=32, n_frames=8)
+    make_reconstructions(root, "twice")
+    argv = ["--data-root", str(root), "--reconstructions", "twice", "--no-semantic", *FAST]
+    assert evaluate.main(argv) == 0
+    before = (layout.evaluation_dir(root, "twice") / "metrics.json").read_text()
+    with pytest.raises(SettingsMismatchError, match=r"n_trials: recorded 20, asked 30.*--overwrite"):
+        evaluate.main([*argv, "--n-trials", "30"])
+    assert (layout.evaluation_dir(root, "twice") / "metrics.json").read_text() == before
+    assert evaluate.main([*argv, "--n-trials", "30", "--overwrite"]) == 0
+    with pytest.raises(ValueError, match="--preset tiny builds its models in code and would ignore --clip-path"):
+        evaluate.main([*argv, "--clip-path", str(tmp_path)])
