@@ -14,7 +14,7 @@ Writes evaluation/<run>/ (with --videos: evaluation/<method>/):
     metrics.json      per-metric mean, SEM, n, chance or mismatched baseline; regression numbers
     metrics.md        the same as a markdown table
     per_sample.csv    one row per clip
-    report.html       self-contained gallery: ground truth beside reconstruction, captions, tables
+    report.html       self-contained gallery: ground truth beside reconstruction, labelled captions, tables
     figures/          distributions.png, per_subject.png, examples.png
     media/            the clips of the gallery (mp4 at --report-size)
     manifest.json
@@ -31,6 +31,13 @@ ground truth of another clip). A rerun on the same inputs reproduces every numbe
 the work unless --overwrite. A YAML ``--config`` sets any flag by its name (``n_ways: [2, 50]``);
 flags given on the command line win.
 
+Oracle variants (utils.evaluation_data.find_oracles): the report and metrics.json ("oracles") of a
+full prediction <run> table, in this order, gt_<ds> (ground-truth latent + ground-truth caption),
+<run>_z-gt_caption-pred, <run>_z-pred_caption-gt and <run> itself: "where information is lost".
+Variants evaluated in the same call or kept from an earlier one (same clips and settings) are
+used; the full prediction is evaluated again when its variants' results change. With the tiny
+preset's random models, the metrics computed with a model print "not a measurement".
+
 Protocols (--protocol, utils.scoring.PROTOCOLS) switch the defaults of --n-frames, --eval-size,
 --ssim, --n-trials, --n-ways, --gt-top-k, --video-frames and --clip-model at once; a flag given
 explicitly wins. ``brainnetflix`` (default): today's settings; ``mindvideo``: MinD-Video's code
@@ -40,6 +47,7 @@ explicitly wins. ``brainnetflix`` (default): today's settings; ``mindvideo``: Mi
 Examples:
     python evaluate.py --dataset demo --preset tiny --reconstructions demo_sub01
     python evaluate.py --dataset bmd --reconstructions bmd_sub01 --device cuda
+    python evaluate.py --dataset demo --reconstructions demo_demo demo_demo_z-pred_caption-gt demo_demo_z-gt_caption-pred gt_demo
     python evaluate.py --dataset bmd --reconstructions bmd_sub01 bmd_sub02 --no-embed-media
     python evaluate.py --config configs/evaluate.yaml --reconstructions bmd_sub01
     python evaluate.py --dataset bmd --reconstructions bmd_sub01 --protocol mindvideo
@@ -51,6 +59,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +67,7 @@ from models import zoo
 from utils import evaluation_data, layout, provenance, report, scoring
 from utils.cli import common_parser, parse_args, positive_int, resolve_device, resolve_dtype, run_main
 from utils.datasets import get_spec, stimulus_path
-from utils.io import remove_stale_temps, write_manifest
+from utils.io import jsonable, remove_stale_temps, write_manifest
 from utils.locks import run_lock
 from utils.report import ClipMedia, ReportSettings, RunEvaluation
 from utils.scoring import DEFAULT_PROTOCOL, PROTOCOLS, SSIM_KEYS, EvaluationSettings, RunScores, get_protocol
@@ -198,9 +207,9 @@ def find_clips(args: argparse.Namespace, run: str) -> list[tuple[str, Path]]:
 def load_models(args: argparse.Namespace, device: str, dtype) -> dict[str, Any]:
     """CLIP, image and video classifiers of the preset (models/zoo.py)."""
     return {
-        "clip": zoo.load_clip(args.preset, args.clip_path, device=device, dtype=dtype, flag="--clip-path"),
-        "image": zoo.load_image_classifier(args.preset, args.image_classifier_path, device=device, dtype=dtype),
-        "video": zoo.load_video_classifier(args.preset, args.video_classifier_path, device=device, dtype=dtype),
+        "clip": zoo.load_clip(args.preset, args.clip_path, device=device, dtype=dtype, flag="--clip-path", data_root=args.data_root),
+        "image": zoo.load_image_classifier(args.preset, args.image_classifier_path, device=device, dtype=dtype, data_root=args.data_root),
+        "video": zoo.load_video_classifier(args.preset, args.video_classifier_path, device=device, dtype=dtype, data_root=args.data_root),
     }
 
 
@@ -211,6 +220,7 @@ def evaluate_run(args: argparse.Namespace, settings: EvaluationSettings, run: st
     stimuli = [stim for stim, _ in clips]
     captions = evaluation_data.decoded_captions(args.data_root, run) if args.videos is None else {}
     humans = evaluation_data.human_captions(args.data_root, args.dataset)
+    blip = evaluation_data.blip_captions(args.data_root, args.dataset)
     grayscale = not settings.color_ssim
     scores = RunScores()
     media = []
@@ -261,7 +271,21 @@ def evaluate_run(args: argparse.Namespace, settings: EvaluationSettings, run: st
     if regression is not None:
         result["regression"] = regression
     text = {"decoded_caption": [captions.get(s, "") for s in stimuli], "human_caption": [(humans.get(s) or [""])[0] for s in stimuli]}
-    return RunEvaluation(result, stimuli, scores.full_columns(len(stimuli)), text, humans, media)
+    label = evaluation_data.caption_label(args.data_root, run) if args.videos is None else "decoded caption"
+    return RunEvaluation(result, stimuli, scores.full_columns(len(stimuli)), text, humans, media, label, blip)
+
+
+def run_key(args: argparse.Namespace, run: str) -> str:
+    """The inputs fingerprint of a run's evaluation: its clips, captions, regression metrics and the settings."""
+    clips = find_clips(args, run)
+    inputs = [] if args.videos is not None else evaluation_data.fingerprint_inputs(args.data_root, run, args.predictions_run, args.dataset)
+    return evaluation_data.fingerprint(clips, inputs, evaluation_data.fingerprint_settings(args))
+
+
+def figure_results(results: list[dict], data_root: str) -> list[dict]:
+    """The results the per-subject figure shows: the full predictions (oracle variants have their own table), or all."""
+    mains = [r for r in results if evaluation_data.is_main_run(data_root, r["run"])]
+    return mains or results
 
 
 def _count(kinds: list[str]) -> dict[str, int]:
@@ -297,43 +321,58 @@ def main(argv: list[str] | None = None) -> int:
     dtype = resolve_dtype(args.dtype, device)
 
     # Runs whose inputs and settings are unchanged keep their earlier results (unless --overwrite).
+    keys = {run: run_key(args, run) for run in runs}
     pending, done = [], {}
-    for run in runs:
-        clips = find_clips(args, run)
-        inputs = [] if args.videos is not None else evaluation_data.fingerprint_inputs(args.data_root, run, args.predictions_run)
-        key = evaluation_data.fingerprint(clips, inputs, evaluation_data.fingerprint_settings(args))
+    for run, key in keys.items():
         out_dir = layout.evaluation_dir(args.data_root, run)
         previous = None if args.overwrite else evaluation_data.is_evaluated(out_dir, key)
         if previous is not None:
             print(f"[evaluate] {run}: inputs unchanged, keeping {out_dir} (--overwrite redoes it)")
             done[run] = previous
         else:
-            pending.append((run, key))
+            pending.append(run)
+    # A full prediction's report tables its oracle variants: it is redone when their results change.
+    oracles = {} if args.videos is not None else {
+        run: evaluation_data.find_oracles(args.data_root, run, args.dataset) for run in runs if evaluation_data.is_main_run(args.data_root, run)
+    }
 
     with contextlib.ExitStack() as held:  # one evaluation at a time per output folder; a killed one's temp files go
         recorded = evaluation_data.fingerprint_settings(args)  # what settings.json records: the flags that change the numbers
-        for run, _ in pending:
+        for run in [r for r in runs if r in pending or r in oracles]:
             out_dir = layout.evaluation_dir(args.data_root, run)
             held.enter_context(run_lock(out_dir, STAGE))
             for folder in (out_dir, layout.figures_dir(out_dir), layout.media_dir(out_dir)):
                 remove_stale_temps(folder)
-            if not args.overwrite:  # new inputs are scored again; other settings would silently replace the results
+            if run in pending and not args.overwrite:  # new inputs are scored again; other settings would silently replace the results
                 provenance.check_settings(
                     out_dir, STAGE, recorded, layout.metrics_path(out_dir).exists(),
                     "pass --overwrite to replace that evaluation, or use another --data-root",
                 )
-        models = load_models(args, device, dtype) if pending and args.semantic else None
+        loaded: dict[str, Any] = {}
         computed: dict[str, tuple[RunEvaluation, float]] = {}
-        for run, key in pending:
+
+        def evaluate_pending(run: str) -> None:
+            if args.semantic and not loaded:
+                loaded.update(load_models(args, device, dtype))
             start = time.perf_counter()
-            evaluation = evaluate_run(args, settings, run, models)
-            evaluation.result["inputs_fingerprint"] = key
+            evaluation = evaluate_run(args, settings, run, loaded or None)
+            evaluation.result["inputs_fingerprint"] = keys[run]
             computed[run] = (evaluation, time.perf_counter() - start)
             done[run] = evaluation.result
 
-        groups = scoring.subject_groups(list(done.values()))  # every run's bars, the kept ones included
+        for run in pending:
+            evaluate_pending(run)
+        for run, found in oracles.items():
+            record = evaluation_data.oracle_record(found, evaluation_data.oracle_results(args.data_root, found, done, partial(run_key, args)))
+            if run not in computed and jsonable(record) != jsonable({k: done[run].get(k) for k in record}):
+                print(f"[evaluate] {run}: its oracle variants changed, evaluating it again")
+                evaluate_pending(run)
+                record = evaluation_data.oracle_record(found, evaluation_data.oracle_results(args.data_root, found, done, partial(run_key, args)))
+            done[run].update(record)
+
+        panels = scoring.subject_groups(figure_results(list(done.values()), args.data_root), report_settings.random_models)
         for run, (evaluation, seconds) in computed.items():
-            out_dir = report.write_evaluation(layout.evaluation_dir(args.data_root, run), evaluation, groups, report_settings, scoring.clip_card_scores)
+            out_dir = report.write_evaluation(layout.evaluation_dir(args.data_root, run), evaluation, panels, report_settings, scoring.clip_card_scores)
             source = "videos" if args.videos is not None else "reconstructions"
             write_manifest(
                 out_dir, STAGE, args, inputs={source: evaluation.result["protocol"]["source"]},
@@ -342,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             provenance.write_settings(out_dir, STAGE, recorded)
     for run, result in done.items():
         print(f"[evaluate] {run}: {result['n_clips']} clips -> {layout.report_path(layout.evaluation_dir(args.data_root, run))}")
-        print(f"[evaluate] {run}: {scoring.headline(result)}")
+        print(f"[evaluate] {run}: {scoring.headline(result, report_settings.random_models)}")
     return 0
 
 

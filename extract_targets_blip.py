@@ -123,12 +123,12 @@ def extract(args: argparse.Namespace, jobs: list[targets.Job], notes: dict | Non
     captions_file = layout.captions_path(args.data_root, args.dataset)
     captions: dict[str, str] = targets.read_blip_captions(args.data_root, args.dataset)
 
-    blip, blip_processor = zoo.load_blip(args.preset, args.model_path, device=device, dtype=dtype, flag="--model-path")
+    blip, blip_processor = zoo.load_blip(args.preset, args.model_path, device=device, dtype=dtype, flag="--model-path", data_root=args.data_root)
     shapes: dict[str, tuple[int, ...]] = {"blip": embedding_shape(blip, image_size)}
     clip = clip_processor = None
     clip_size = 0
     if args.clip:
-        clip, clip_processor = zoo.load_clip(args.preset, args.clip_path, device=device, dtype=dtype, flag="--clip-path")
+        clip, clip_processor = zoo.load_clip(args.preset, args.clip_path, device=device, dtype=dtype, flag="--clip-path", data_root=args.data_root)
         clip_size = int(clip_processor.image_processor.crop_size["height"])
         dim = int(clip.config.projection_dim)
         shapes.update(clip=(dim,), clip_frames=(targets.N_FRAMES, dim), clip_text=(dim,))
@@ -145,8 +145,8 @@ def extract(args: argparse.Namespace, jobs: list[targets.Job], notes: dict | Non
         return files_ok and (not args.captions or stimulus in captions)
 
     models = {
-        "blip": zoo.model_source(args.preset, args.model_path, zoo.BLIP_ID),
-        "clip": zoo.model_source(args.preset, args.clip_path, zoo.CLIP_ID) if args.clip else None,
+        "blip": zoo.model_source(args.preset, args.model_path, zoo.BLIP_ID, args.data_root, "blip"),
+        "clip": zoo.model_source(args.preset, args.clip_path, zoo.CLIP_ID, args.data_root, "clip") if args.clip else None,
     }
     common = {"preset": args.preset, "n_frames": targets.N_FRAMES}
     records = {

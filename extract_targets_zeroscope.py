@@ -114,9 +114,9 @@ def extract_latents(args: argparse.Namespace, jobs: list[targets.Job], device: s
     out_dir = layout.targets_dir(args.data_root, args.dataset, target)
     previous = targets.previous_manifest(out_dir)
     size = args.size or zoo.zeroscope_frame_size(args.preset)
-    vae = zoo.load_zeroscope(args.preset, args.model_path, device=device, dtype=dtype, parts=("vae",), flag="--model-path")["vae"]
+    vae = zoo.load_zeroscope(args.preset, args.model_path, device=device, dtype=dtype, parts=("vae",), flag="--model-path", data_root=args.data_root)["vae"]
     shape = targets.latent_shape(vae, size)
-    model = zoo.model_source(args.preset, args.model_path, zoo.ZEROSCOPE_ID)
+    model = zoo.model_source(args.preset, args.model_path, zoo.ZEROSCOPE_ID, args.data_root, "zeroscope")
     seed = {"seed": args.seed} if args.latent == "sample" else {}
     settings = targets.record_settings(target, vars(args), frame_size=size, model=model, preset=args.preset, n_frames=targets.N_FRAMES, **seed)
 
@@ -159,9 +159,11 @@ def extract_conditioning(args: argparse.Namespace, jobs: list[targets.Job], devi
     target = "c_zeroscope"
     out_dir = layout.targets_dir(args.data_root, args.dataset, target)
     previous = targets.previous_manifest(out_dir)
-    parts = zoo.load_zeroscope(args.preset, args.model_path, device=device, dtype=dtype, parts=("text_encoder", "tokenizer"), flag="--model-path")
+    parts = zoo.load_zeroscope(
+        args.preset, args.model_path, device=device, dtype=dtype, parts=("text_encoder", "tokenizer"), flag="--model-path", data_root=args.data_root
+    )
     shape = targets.text_states_shape(parts["text_encoder"], parts["tokenizer"])
-    model = zoo.model_source(args.preset, args.model_path, zoo.ZEROSCOPE_ID)
+    model = zoo.model_source(args.preset, args.model_path, zoo.ZEROSCOPE_ID, args.data_root, "zeroscope")
 
     def out_of(stimulus: str) -> Path:
         return layout.target_path(args.data_root, args.dataset, target, stimulus)

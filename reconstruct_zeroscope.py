@@ -344,7 +344,7 @@ def predicted_captions(args: argparse.Namespace, stimuli: list[str], device, dty
     """Decode captions from the predicted BLIP embeddings with the BLIP text decoder."""
     if not stimuli:
         return {}
-    model, processor = zoo.load_blip(args.preset, model_path=args.blip_path, device=str(device), dtype=dtype, flag="--blip-path")
+    model, processor = zoo.load_blip(args.preset, model_path=args.blip_path, device=str(device), dtype=dtype, flag="--blip-path", data_root=args.data_root)
     shape = embedding_shape(model, zoo.blip_image_size(args.preset))
     settings = caption_settings(args)
     captions: dict[str, str] = {}
@@ -424,8 +424,8 @@ def clip_settings(args: argparse.Namespace, z_from: str, caption_from: str, sett
         "steps": settings.steps, "strength": settings.strength, "guidance_scale": settings.guidance_scale,
         "negative_prompt": settings.negative_prompt, "decode_chunk": settings.decode_chunk,
         "forward_chunking": args.forward_chunking, "seed": args.seed, "fps": args.fps, "dtype": str(dtype),
-        "preset": args.preset, "zeroscope": zoo.model_source(args.preset, args.zeroscope_path, zoo.ZEROSCOPE_ID),
-        "blip": zoo.model_source(args.preset, args.blip_path, zoo.BLIP_ID) if uses_blip else None,
+        "preset": args.preset, "zeroscope": zoo.model_source(args.preset, args.zeroscope_path, zoo.ZEROSCOPE_ID, args.data_root, "zeroscope"),
+        "blip": zoo.model_source(args.preset, args.blip_path, zoo.BLIP_ID, args.data_root, "blip") if uses_blip else None,
         "captions": dataclasses.asdict(caption_settings(args)) if uses_blip else None,
     }
 
@@ -519,7 +519,9 @@ def reconstruct(
     captions = clip_captions(args, caption_from, mine, device, dtype)
     part_path = layout.reconstruction_captions_part_path(out_dir, state.process_index)
     written: dict[str, str] = read_json(part_path, default={}, remake=CAPTIONS_REMAKE)
-    components = zoo.load_zeroscope(args.preset, model_path=args.zeroscope_path, device=str(device), dtype=dtype, flag="--zeroscope-path")
+    components = zoo.load_zeroscope(
+        args.preset, model_path=args.zeroscope_path, device=str(device), dtype=dtype, flag="--zeroscope-path", data_root=args.data_root
+    )
     model = VideoDiffusion.from_components(components, forward_chunking=args.forward_chunking)
     shape = expected_latent_shape(args, mine[0], model.latent_channels)
     latent_remake = remake_command(args, "z_zeroscope", z_from)

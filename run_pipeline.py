@@ -1,25 +1,31 @@
-"""Run every stage in order with one set of flags (default: the offline demo with tiny models).
+"""Run every stage in order with one set of flags (default: the offline demo with its fitted demo models).
 
 Stages (each is a script's ``main(argv)``, called in this process; numbered as in the README):
     0   download_data              --dataset demo: synthesise the demo; real datasets: fetch betas + metadata
     0   prepare                    download_data.py --prepare: pickles -> one float32 array per subject
+    0b  fit_demo_models            --preset demo only: fit the demo models to the train clips -> models_demo/
     1b  extract_targets_zeroscope  Zeroscope VAE latents of every stimulus
     1a  extract_targets_blip       BLIP embeddings + captions, CLIP embeddings
     2a  train_mbm                  masked brain modeling pretraining           -> checkpoints/mbm/<run>/
     2b  finetune_contrastive       contrastive alignment to CLIP; embeddings   -> embeddings/<run>_clip/
     3   regress                    embeddings (or betas) -> targets            -> predictions/<run>/
     4   reconstruct_zeroscope      captions + Zeroscope video-to-video         -> reconstructions/<run>/
-    5   evaluate                   metrics, figures, report.html               -> evaluation/<run>/
+    4   reconstruct_oracles        the same from ground-truth latents and/or captions (--no-oracles skips):
+                                   reconstructions/<run>_z-gt_caption-gt, <run>_z-gt_caption-pred, <run>_z-pred_caption-gt
+    5   evaluate                   metrics, figures, report.html of the run and its oracles -> evaluation/<run>/
 
 Every stage skips work whose outputs are complete (``--overwrite`` redoes it), so a rerun
 after an interruption continues where it stopped (an interrupted training run is resumed).
 The common flags (utils/cli.py: --data-root, --dataset, --subjects, --roi-set, --preset,
 --device, --dtype, --batch-size, --seed, --overwrite, --limit) go to every stage that has
 them; the ones you do not give are left to each stage's own default. ``--config FILE.yaml``
-sets the runner's flags by name. On the demo
-with the tiny preset, a few settings keep the whole run within minutes on a 2-core CPU
-(``DEMO_FAST`` below: short MBM/contrastive training on repeat-averaged inputs, 2 denoising
-steps); ``--stage-args STAGE="..."`` adds or overrides flags of one stage.
+sets the runner's flags by name. The preset is ``demo`` on synthetic data (models fitted to
+the synthetic world by fit_demo_models.py, loaded from models_demo/ like real weights) and
+``default`` (the real models) otherwise; ``--preset tiny`` (random models, for tests) takes a few
+settings that keep the whole run within a minute on a 2-core CPU (``DEMO_FAST`` below: short
+MBM/contrastive training on repeat-averaged inputs, 2 denoising steps). ``DEMO_PRESET`` holds the
+demo preset's own settings, printed when they apply. ``--stage-args STAGE="..."`` adds or
+overrides flags of one stage.
 
 The run name (``--run``, default ``<dataset>_<preset>[_<subjects>]``) names the MBM
 checkpoint, the contrastive run (``<run>_clip``), the predictions, the reconstructions and
@@ -27,7 +33,8 @@ the evaluation. At the end it prints a summary per stage, the report's path and 
 headline numbers.
 
 Examples:
-    python run_pipeline.py                                          # the demo, tiny models (minutes)
+    python run_pipeline.py                                          # the demo: fit its models, run every stage
+    python run_pipeline.py --preset tiny                            # random tiny models: the fast code path
     python run_pipeline.py --from-stage regress                     # redo from regression on
     python run_pipeline.py --stages regress reconstruct_zeroscope evaluate --overwrite
     python run_pipeline.py --stage-args train_mbm="--epochs 20" --data-root /tmp/demo
@@ -49,7 +56,7 @@ from pathlib import Path
 
 from models import training, zoo
 from models.regressors import REGRESSORS
-from utils import layout
+from utils import evaluation_data, layout, scoring
 from utils.cli import common_parser, parse_args, run_main
 from utils.datasets import check_subjects, get_spec, subject_folder
 from utils.io import read_json
@@ -58,11 +65,11 @@ from utils.regression_data import RegressionSettings
 # Stages whose training runs can be interrupted and resumed, and their checkpoints/<folder>/.
 TRAINING_STAGES = {"train_mbm": "mbm", "finetune_contrastive": "contrastive"}
 STAGES = (
-    "download_data", "prepare", "extract_targets_zeroscope", "extract_targets_blip", "train_mbm",
-    "finetune_contrastive", "regress", "reconstruct_zeroscope", "evaluate",
+    "download_data", "prepare", "fit_demo_models", "extract_targets_zeroscope", "extract_targets_blip", "train_mbm",
+    "finetune_contrastive", "regress", "reconstruct_zeroscope", "reconstruct_oracles", "evaluate",
 )
 # Script (module) behind each stage.
-MODULES = {stage: stage for stage in STAGES} | {"prepare": "download_data"}
+MODULES = {stage: stage for stage in STAGES} | {"prepare": "download_data", "reconstruct_oracles": "reconstruct_zeroscope"}
 # Common flags (utils.cli.common_parser) handed to every stage that has them, when given.
 PASS_THROUGH = ("subjects", "roi_set", "device", "dtype", "batch_size", "seed", "limit")
 # Settings that keep the tiny-preset demo fast on a 2-core CPU (applied only there).
@@ -70,9 +77,18 @@ DEMO_FAST = {
     "train_mbm": ["--epochs", "2", "--input", "averaged"],
     "finetune_contrastive": ["--epochs", "3", "--train-input", "averaged"],
     "reconstruct_zeroscope": ["--steps", "4", "--strength", "0.5"],
+    "reconstruct_oracles": ["--steps", "4", "--strength", "0.5"],
 }
 DEMO_WHY = (
     "tiny-preset demo settings: 2 MBM and 3 contrastive epochs on repeat-averaged inputs; 2 denoising steps (--steps 4 --strength 0.5)"
+)
+# The numbers the summary prints for the run (its oracles: the first four).
+HEADLINE = ("ssim", "clip_2way_identification", "video_50way", "caption_2way_retrieval", "psnr", "image_50way")
+# The demo preset's settings on the synthetic demo (applied only there; --stage-args still win).
+DEMO_PRESET = {stage: DEMO_FAST[stage] for stage in ("train_mbm", "finetune_contrastive")}
+DEMO_PRESET_WHY = (
+    "demo-preset settings: 2 MBM and 3 contrastive epochs on repeat-averaged inputs (the full schedules take tens of minutes "
+    "on a CPU); reconstruction at its defaults"
 )
 
 
@@ -115,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         help='extra flags for one stage, e.g. train_mbm="--epochs 20" (they come last, so they win)',
     )
     parser.add_argument("--demo-fast", action=argparse.BooleanOptionalAction, default=True, help=f"on the tiny demo, use the {DEMO_WHY}")
+    parser.add_argument(
+        "--oracles", action=argparse.BooleanOptionalAction, default=True,
+        help="also reconstruct from ground-truth latents and/or captions (<run>_z-gt_caption-gt, <run>_z-gt_caption-pred, "
+        "<run>_z-pred_caption-gt) and evaluate them, so the report shows where information is lost",
+    )
     parser.add_argument("--isolate", action="store_true", help="run each stage in its own Python process (separate peak-RAM figures)")
     parser.add_argument("--keep-going", action="store_true", help="continue with the next stages after a failure")
     return parser
@@ -127,8 +148,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.preset is None:
         args.preset = zoo.default_preset(spec.synthetic)
     if args.run is None:
-        subjects = "" if not args.subjects else "_" + "-".join(subject_folder(s) for s in check_subjects(spec, args.subjects))
-        args.run = f"{args.dataset}_{args.preset}{subjects}"
+        args.run = default_run(args.dataset, args.preset, args.subjects)
     extras: dict[str, list[str]] = {}
     for item in args.stage_args:
         stage, sep, text = item.partition("=")
@@ -139,8 +159,40 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     selected = list(args.stages or STAGES)
     if args.from_stage:
         selected = [s for s in selected if STAGES.index(s) >= STAGES.index(args.from_stage)]
-    args.selected = [s for s in STAGES if s in selected]
+    args.selected = [s for s in STAGES if s in selected and applies(s, args)]
     return args
+
+
+def applies(stage: str, args: argparse.Namespace) -> bool:
+    """Whether a stage belongs to this run: the demo fit only with --preset demo on synthetic data,
+    the oracle reconstructions unless --no-oracles."""
+    if stage == "fit_demo_models":
+        return demo_preset(args)
+    if stage == "reconstruct_oracles":
+        return args.oracles
+    return True
+
+
+def oracles(args: argparse.Namespace) -> dict[tuple[str, str], str]:
+    """``{(--z-from, --caption-from): output run}`` of this run's oracle reconstructions (the names the
+    report looks for first, ``utils.evaluation_data.oracle_run_names``); empty with --no-oracles."""
+    if not args.oracles:
+        return {}
+    names = evaluation_data.oracle_run_names(args.run, args.dataset)
+    return {evaluation_data.ORACLE_SOURCES[v]: names[v][0] for v in evaluation_data.ORACLE_VARIANTS if v != "full_prediction"}
+
+
+def oracle_runs(args: argparse.Namespace) -> list[str]:
+    """The oracle reconstruction runs of this pipeline run (empty with --no-oracles)."""
+    return list(oracles(args).values())
+
+
+def default_run(dataset: str, preset: str | None = None, subjects: list[str] | None = None) -> str:
+    """The run name the runner uses unless ``--run``: ``<dataset>_<preset>[_<subjects>]`` (preset: the dataset's default)."""
+    spec = get_spec(dataset)
+    preset = preset or zoo.default_preset(spec.synthetic)
+    suffix = "" if not subjects else "_" + "-".join(subject_folder(s) for s in check_subjects(spec, subjects))
+    return f"{dataset}_{preset}{suffix}"
 
 
 def stage_options(stage: str) -> set[str]:
@@ -166,6 +218,7 @@ def stage_argv(stage: str, args: argparse.Namespace) -> list[str]:
     own = {
         "download_data": [],
         "prepare": ["--prepare"],
+        "fit_demo_models": [],
         "extract_targets_zeroscope": ["--no-progress"],
         "extract_targets_blip": ["--no-progress"],
         "train_mbm": ["--run", args.run],
@@ -173,14 +226,23 @@ def stage_argv(stage: str, args: argparse.Namespace) -> list[str]:
         "regress": ["--run", args.run, "--targets", *args.targets, "--regressor", args.regressor, "--input", args.regress_input]
         + (["--embeddings-run", contrastive_run(args)] if args.regress_input == "embeddings" else []),
         "reconstruct_zeroscope": ["--run", args.run],
-        "evaluate": ["--reconstructions", args.run],
+        "reconstruct_oracles": ["--run", args.run],
+        "evaluate": ["--reconstructions", args.run, *oracle_runs(args)],
     }[stage]
     if stage in TRAINING_STAGES and not args.overwrite:
         run = args.run if stage == "train_mbm" else contrastive_run(args)
         if training.run_status(layout.checkpoint_dir(args.data_root, TRAINING_STAGES[stage], run)) == "interrupted":
             own.append("--resume")
-    fast = DEMO_FAST.get(stage, []) if demo_fast(args) else []
+    fast = DEMO_FAST.get(stage, []) if demo_fast(args) else DEMO_PRESET.get(stage, []) if demo_preset(args) else []
     return common_argv(args, stage_options(stage)) + own + fast + args.extras.get(stage, [])
+
+
+def stage_argvs(stage: str, args: argparse.Namespace) -> list[list[str]]:
+    """Every call of one stage: one argv, or one per oracle for ``reconstruct_oracles``."""
+    argv = stage_argv(stage, args)
+    if stage != "reconstruct_oracles":
+        return [argv]
+    return [argv + ["--z-from", z, "--caption-from", c, "--output-run", run] for (z, c), run in oracles(args).items()]
 
 
 def contrastive_run(args: argparse.Namespace) -> str:
@@ -191,6 +253,11 @@ def contrastive_run(args: argparse.Namespace) -> str:
 def demo_fast(args: argparse.Namespace) -> bool:
     """True when the runner's fast demo settings apply: synthetic data with random-weight models."""
     return args.demo_fast and get_spec(args.dataset).synthetic and zoo.has_random_weights(args.preset)
+
+
+def demo_preset(args: argparse.Namespace) -> bool:
+    """True when the demo preset's own settings apply: --preset demo on synthetic data."""
+    return args.preset == "demo" and get_spec(args.dataset).synthetic
 
 
 def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
@@ -230,20 +297,22 @@ def run_isolated(module: str, argv: list[str]) -> tuple[int, float]:
 
 
 def run_stage(stage: str, args: argparse.Namespace) -> StageResult:
-    """Run one stage; never raises (the error goes in the result)."""
-    argv = stage_argv(stage, args)
-    print(f"\n[pipeline] === {stage}: python {MODULES[stage]}.py {shlex.join(argv)}", flush=True)
-    start = time.perf_counter()
-    try:
-        if args.isolate:
-            code, peak = run_isolated(MODULES[stage], argv)
-        else:
-            code, peak = run_in_process(MODULES[stage], argv), peak_rss_mb()
-    except Exception as error:  # report every stage failure in the summary, then stop (or go on)
-        traceback.print_exc()
-        return StageResult(stage, "failed", time.perf_counter() - start, peak_rss_mb(), tuple(argv), f"{type(error).__name__}: {error}")
-    status = "ran" if code == 0 else "failed"
-    return StageResult(stage, status, time.perf_counter() - start, peak, tuple(argv), "" if code == 0 else f"exit status {code}")
+    """Run one stage (each of its calls in turn); never raises (the error goes in the result)."""
+    start, peak, argv = time.perf_counter(), 0.0, []
+    for argv in stage_argvs(stage, args):
+        print(f"\n[pipeline] === {stage}: python {MODULES[stage]}.py {shlex.join(argv)}", flush=True)
+        try:
+            if args.isolate:
+                code, used = run_isolated(MODULES[stage], argv)
+            else:
+                code, used = run_in_process(MODULES[stage], argv), peak_rss_mb()
+        except Exception as error:  # report every stage failure in the summary, then stop (or go on)
+            traceback.print_exc()
+            return StageResult(stage, "failed", time.perf_counter() - start, peak_rss_mb(), tuple(argv), f"{type(error).__name__}: {error}")
+        peak = max(peak, used)
+        if code != 0:
+            return StageResult(stage, "failed", time.perf_counter() - start, peak, tuple(argv), f"exit status {code}")
+    return StageResult(stage, "ran", time.perf_counter() - start, peak, tuple(argv))
 
 
 def summary_lines(results: list[StageResult], isolate: bool) -> list[str]:
@@ -267,16 +336,32 @@ def headline(args: argparse.Namespace) -> list[str]:
             lines.append("(SYNTHETIC demo data: numbers show the pipeline carries information, not real decoding)")
         if zoo.has_random_weights(metrics.get("preset", "default")):
             lines.append("(tiny random models: classifier, CLIP and caption scores only exercise the code, they measure nothing)")
-        for name in ("clip_2way_identification", "video_2way", "image_2way", "ssim", "psnr", "caption_2way_retrieval"):
+        elif metrics.get("preset") == "demo":
+            lines.append("(demo models: small models fitted to the synthetic world's train clips, not the real Zeroscope/BLIP/CLIP)")
+        random = zoo.has_random_weights(metrics.get("preset", "default"))
+        for name in HEADLINE:
             entry = metrics["metrics"].get(name)
-            if entry:
-                reference = f"chance {entry['chance']:.2f}" if entry.get("chance") is not None else (
-                    f"{entry.get('baseline_label', 'baseline')} {entry['baseline']:.3f}" if entry.get("baseline") is not None else ""
-                )
-                lines.append(f"  {name:<26} {entry['mean']:.3f} +- {entry['sem']:.3f}  ({reference})")
+            if entry and random and scoring.is_model_based(name):
+                lines.append(f"  {name:<26} random model: not a measurement")
+            elif entry:
+                lines.append(f"  {name:<26} {entry['mean']:.3f} +- {entry['sem']:.3f}  ({reference(entry)})")
+        for run in oracle_runs(args):
+            oracle = read_json(layout.metrics_path(layout.evaluation_dir(args.data_root, run)))
+            if oracle and not random:
+                shown = ", ".join(f"{n} {oracle['metrics'][n]['mean']:.3f}" for n in HEADLINE[:4] if n in oracle["metrics"])
+                lines.append(f"  oracle {run}: {shown}")
     for target, two_way in regression_identification(args.data_root, args.run).items():
         lines.append(f"  regression {target:<15} 2-way identification {two_way:.3f} (chance 0.50)")
     return lines
+
+
+def reference(entry: dict) -> str:
+    """``chance 0.50`` or ``mismatched 0.107`` of a metrics.json entry (empty when it has neither)."""
+    if entry.get("chance") is not None:
+        return f"chance {entry['chance']:.2f}"
+    if entry.get("baseline") is not None:
+        return f"{entry.get('baseline_label', 'baseline')} {entry['baseline']:.3f}"
+    return ""
 
 
 def regression_identification(data_root: str | Path, run: str) -> dict[str, float]:
@@ -297,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[pipeline] run {args.run!r}: dataset {args.dataset}, preset {args.preset}, data root {args.data_root}")
     if demo_fast(args):
         print(f"[pipeline] {DEMO_WHY} (--no-demo-fast turns them off)")
+    if demo_preset(args):
+        print(f"[pipeline] {DEMO_PRESET_WHY}")
     results = []
     for stage in args.selected:
         result = run_stage(stage, args)

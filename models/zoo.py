@@ -1,6 +1,6 @@
-"""Model presets: the real models by Hugging Face id or local path, and tiny offline twins.
+"""Model presets: the real models by Hugging Face id or local path, tiny offline twins, and demo models.
 
-Two presets (``--preset``):
+Three presets (``--preset``):
 
 - ``default``: the real checkpoints, loaded with ``from_pretrained`` from a local directory
   (``model_path``) or by Hugging Face id through the cache in ``HF_HOME`` / ``HF_HUB_CACHE``.
@@ -9,7 +9,11 @@ Two presets (``--preset``):
   with one message naming the model, what was tried and how to get it.
 - ``tiny``: the *same classes* built from tiny configs in code, weights drawn under
   ``torch.manual_seed(0)`` (in a forked RNG, so the caller's RNG state is untouched) and
-  tokenizers from in-code vocabularies: deterministic, offline, CPU-fast.
+  tokenizers from in-code vocabularies: deterministic, offline, CPU-fast (unit tests).
+- ``demo``: the same classes at small sizes, with weights FITTED to the synthetic demo world by
+  ``fit_demo_models.py`` (``models/demo/``) and loaded exactly as the real ones, with
+  ``from_pretrained`` from their ``save_pretrained`` folders under ``<data root>/models_demo/``
+  (``demo_model_path``; a ``--model-path`` given still wins). Pass ``data_root`` to the loaders.
 
 ``real_*_config()`` functions give the full-size architectures (facts from the published
 configs) so benchmarks can time them with random weights: ``build_random(name)``.
@@ -31,16 +35,18 @@ from typing import Any
 
 import torch
 
+from utils import layout
+
 ZEROSCOPE_ID = "cerspense/zeroscope_v2_576w"
 ZEROSCOPE_PARTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
 BLIP_ID = "Salesforce/blip-image-captioning-base"  # BLIP base, CapFilt-L, COCO captioning
 CLIP_ID = "openai/clip-vit-large-patch14"
 IMAGE_CLASSIFIER_ID = "google/vit-base-patch16-224"
 VIDEO_CLASSIFIER_ID = "MCG-NJU/videomae-base-finetuned-kinetics"
-PRESETS = ("default", "tiny")
+PRESETS = ("default", "tiny", "demo")
 
 # Hidden width of the mlp / swiglu regressors (regress.py --hidden-dim) per preset.
-REGRESSOR_HIDDEN_DIM = {"default": 1024, "tiny": 128}
+REGRESSOR_HIDDEN_DIM = {"default": 1024, "tiny": 128, "demo": 128}
 
 # BLIP and OpenAI CLIP share these normalisation constants (inputs in [0, 1] first).
 BLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -49,9 +55,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Input sizes each preset expects (pixels, square).
-BLIP_IMAGE_SIZE = {"default": 240, "tiny": 32}
-CLIP_IMAGE_SIZE = {"default": 224, "tiny": 32}
-ZEROSCOPE_FRAME_SIZE = {"default": 268, "tiny": 64}
+BLIP_IMAGE_SIZE = {"default": 240, "tiny": 32, "demo": 64}
+CLIP_IMAGE_SIZE = {"default": 224, "tiny": 32, "demo": 64}
+ZEROSCOPE_FRAME_SIZE = {"default": 268, "tiny": 64, "demo": 64}
 VAE_DOWNSAMPLE = 8
 TINY_SEED = 0
 
@@ -207,12 +213,31 @@ def _load_pair(
     return _place(model, device, dtype), processor
 
 
-def model_source(preset: str, model_path: str | Path | None, default_id: str) -> str:
-    """What a manifest records as the model used: the local path, the Hugging Face id, or ``tiny``."""
+def model_source(preset: str, model_path: str | Path | None, default_id: str, data_root: str | Path | None = None, folder: str = "") -> str:
+    """What a manifest records as the model used: the local path, the Hugging Face id, ``tiny``, or
+    the demo folder ``models_demo/<folder>`` under ``data_root``."""
     check_preset(preset)
     if model_path is not None:
         return str(model_path)
+    if preset == "demo":
+        return str(layout.demo_model_dir(data_root, folder))
     return default_id if preset == "default" else "tiny"
+
+
+def demo_model_path(preset: str, model_path: str | Path | None, data_root: str | Path | None, folder: str) -> str | Path | None:
+    """The folder a loader reads: ``model_path`` when given; for ``--preset demo`` the fitted folder
+    ``models_demo/<folder>`` under ``data_root`` (refused, naming the command, until its fit is complete)."""
+    if model_path is not None or preset != "demo":
+        return model_path
+    from models.demo.fit import missing_steps
+
+    missing = missing_steps(data_root, folder)
+    if missing:
+        raise ModelNotAvailableError(
+            f"The demo preset's {folder} model is not fitted under {layout.root(data_root)} (missing fit steps {missing}): "
+            f"run `python fit_demo_models.py --data-root {layout.root(data_root)}` first (python run_pipeline.py does it)."
+        )
+    return layout.demo_model_dir(data_root, folder)
 
 
 def describe_sizes(sizes: dict[str, int]) -> str:
@@ -222,7 +247,8 @@ def describe_sizes(sizes: dict[str, int]) -> str:
 
 
 def has_random_weights(preset: str) -> bool:
-    """True for presets whose models have random weights: their classifier, CLIP and caption scores measure nothing."""
+    """True for presets whose models have random weights (tiny): their classifier, CLIP and caption
+    scores measure nothing. The demo preset's models are fitted to the synthetic world."""
     check_preset(preset)
     return preset == "tiny"
 
@@ -240,39 +266,50 @@ def refuse_unused_model_paths(preset: str, paths: dict[str, str | None]) -> None
 
 
 def default_preset(synthetic: bool) -> str:
-    """The preset a run uses unless told: the offline tiny models on synthetic data, the real models otherwise."""
-    return "tiny" if synthetic else "default"
+    """The preset a run uses unless told: the demo models fitted to the synthetic world on synthetic data,
+    the real models otherwise."""
+    return "demo" if synthetic else "default"
 
 
 # ---------------------------------------------------------------- tiny tokenizers
 
 
-def tiny_bert_vocab() -> dict[str, int]:
-    """WordPiece vocabulary for the tiny BLIP: specials, caption words, characters, ``[DEC]`` last."""
+def bert_vocab(words: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """WordPiece vocabulary: specials, ``words``, characters and ``##`` pieces, BLIP's ``[DEC]`` last."""
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789") + list(".,!?'-:;\"()")
-    for token in TINY_WORDS + chars + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]:
+    for token in list(words) + chars + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]:
         if token not in tokens:
             tokens.append(token)
     tokens.append("[DEC]")  # BLIP's decoder start (bos) token, appended like the real one (30522)
     return {token: i for i, token in enumerate(tokens)}
 
 
-def tiny_bert_tokenizer() -> Any:
-    """BertTokenizer over :func:`tiny_bert_vocab` with BLIP's ``[DEC]`` bos token."""
+def bert_tokenizer(words: tuple[str, ...] | list[str]) -> Any:
+    """BertTokenizer over :func:`bert_vocab` ``(words)`` with BLIP's ``[DEC]`` bos token."""
     from transformers import BertTokenizer
 
-    tokenizer = BertTokenizer(vocab=tiny_bert_vocab(), do_lower_case=True, model_max_length=64)
+    tokenizer = BertTokenizer(vocab=bert_vocab(words), do_lower_case=True, model_max_length=64)
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
     return tokenizer
 
 
-def tiny_clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Byte-level BPE vocabulary and merges for the tiny CLIP tokenizer (whole words merged)."""
+def tiny_bert_vocab() -> dict[str, int]:
+    """WordPiece vocabulary of the tiny BLIP (``TINY_WORDS``)."""
+    return bert_vocab(TINY_WORDS)
+
+
+def tiny_bert_tokenizer() -> Any:
+    """BertTokenizer of the tiny BLIP."""
+    return bert_tokenizer(TINY_WORDS)
+
+
+def clip_vocab(words: tuple[str, ...] | list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE vocabulary and merges for a small CLIP tokenizer (each of ``words`` merged whole)."""
     chars = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-:;\"()"
     tokens = ["<|startoftext|>", "<|endoftext|>"] + list(chars) + [c + "</w>" for c in chars]
     merges: list[tuple[str, str]] = []
-    for word in TINY_WORDS:
+    for word in words:
         pieces = list(word[:-1]) + [word[-1] + "</w>"]
         while len(pieces) > 1:
             merge = (pieces[0], pieces[1])
@@ -285,12 +322,30 @@ def tiny_clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {token: i for i, token in enumerate(tokens)}, merges
 
 
-def tiny_clip_tokenizer() -> Any:
-    """CLIPTokenizer over :func:`tiny_clip_vocab`, ``model_max_length=77`` like the real one."""
+def clip_tokenizer(words: tuple[str, ...] | list[str]) -> Any:
+    """CLIPTokenizer over :func:`clip_vocab` ``(words)``, ``model_max_length=77`` like the real one."""
     from transformers import CLIPTokenizer
 
-    vocab, merges = tiny_clip_vocab()
+    vocab, merges = clip_vocab(words)
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def tiny_clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """BPE vocabulary and merges of the tiny CLIP tokenizer (``TINY_WORDS``)."""
+    return clip_vocab(TINY_WORDS)
+
+
+def tiny_clip_tokenizer() -> Any:
+    """CLIPTokenizer of the tiny models."""
+    return clip_tokenizer(TINY_WORDS)
+
+
+def demo_words() -> list[str]:
+    """Vocabulary of the demo models: every word of the synthetic captions, and the caption prompt's."""
+    from utils.synthetic import caption_words
+
+    words = caption_words()
+    return words + [w for w in ("picture", "photo", "video", "of") if w not in words]
 
 
 # ---------------------------------------------------------------- configs
@@ -452,12 +507,15 @@ def load_zeroscope(
     dtype: torch.dtype = torch.float32,
     parts: tuple[str, ...] = ZEROSCOPE_PARTS,
     flag: str = "--model-path",
+    data_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Zeroscope components by name: ``vae`` (AutoencoderKL), ``unet`` (UNet3DConditionModel),
     ``text_encoder`` (CLIPTextModel), ``tokenizer`` (CLIPTokenizer), ``scheduler``
     (DPMSolverMultistepScheduler). Only ``parts`` are built/loaded. ``flag``: the caller's
-    local-path flag, named by the "not available" hint."""
+    local-path flag, named by the "not available" hint; ``data_root``: where ``--preset demo``
+    finds its fitted models (``demo_model_path``)."""
     check_preset(preset)
+    model_path = demo_model_path(preset, model_path, data_root, "zeroscope")
     unknown = [p for p in parts if p not in ZEROSCOPE_PARTS]
     if unknown:
         raise ValueError(f"Unknown Zeroscope parts {unknown}; choose from {list(ZEROSCOPE_PARTS)}.")
@@ -496,11 +554,13 @@ def load_zeroscope(
 
 
 def load_blip(
-    preset: str, model_path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32, flag: str = "--model-path"
+    preset: str, model_path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32, flag: str = "--model-path",
+    data_root: str | Path | None = None,
 ) -> tuple[Any, Any]:
     """BLIP captioning model and processor (real: BLIP base CapFilt-L; use the vision encoder at
     :func:`blip_image_size` with ``interpolate_pos_encoding=True``)."""
     check_preset(preset)
+    model_path = demo_model_path(preset, model_path, data_root, "blip")
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     if preset == "tiny":
@@ -514,10 +574,12 @@ def load_blip(
 
 
 def load_clip(
-    preset: str, model_path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32, flag: str = "--model-path"
+    preset: str, model_path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32, flag: str = "--model-path",
+    data_root: str | Path | None = None,
 ) -> tuple[Any, Any]:
     """CLIP model and processor (real: OpenAI ViT-L/14, 768-d embeddings)."""
     check_preset(preset)
+    model_path = demo_model_path(preset, model_path, data_root, "clip")
     from transformers import CLIPModel, CLIPProcessor
 
     if preset == "tiny":
@@ -533,10 +595,12 @@ def load_clip(
 
 
 def load_image_classifier(
-    preset: str, model_path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+    preset: str, model_path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
+    data_root: str | Path | None = None,
 ) -> tuple[Any, Any]:
     """ViT image classifier and its image processor (real: ImageNet-1k, 1000 classes, 224 px)."""
     check_preset(preset)
+    model_path = demo_model_path(preset, model_path, data_root, "image_classifier")
     from transformers import AutoImageProcessor, ViTConfig, ViTForImageClassification
 
     if preset == "tiny":
@@ -552,11 +616,13 @@ def load_image_classifier(
 
 
 def load_video_classifier(
-    preset: str, model_path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+    preset: str, model_path: str | Path | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
+    data_root: str | Path | None = None,
 ) -> tuple[Any, Any]:
     """VideoMAE video classifier and its image processor (real: Kinetics-400, 16 frames, 224 px).
     The number of frames it takes is ``model.config.num_frames``."""
     check_preset(preset)
+    model_path = demo_model_path(preset, model_path, data_root, "video_classifier")
     from transformers import AutoImageProcessor, VideoMAEConfig, VideoMAEForVideoClassification
 
     if preset == "tiny":
@@ -603,6 +669,8 @@ MBM_SIZES: dict[str, dict[str, Any]] = {
         decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4, mlp_ratio=2.0,
     ),
 }
+MBM_SIZES["demo"] = MBM_SIZES["tiny"]  # the demo's brain encoder is trained by train_mbm.py like any other
+
 
 
 def mbm_config(preset: str, num_voxels: int, **overrides: Any) -> Any:

@@ -41,3 +41,52 @@ def bmd_sample_videos(shared_data: Path) -> list[Path]:
     if not videos:
         pytest.skip("no BMD sample videos in ../shared/data/bmd_samples/mp4")
     return videos
+
+
+# The small demo the demo-preset tests fit to: one subject, 40 train and 8 test clips at the demo's 64 px.
+SMALL_DEMO = {"n_subjects": 1, "n_train": 40, "n_test": 8}
+SMALL_FIT_SCALE = 0.5  # fit_demo_models.py --epoch-scale of those tests
+
+
+@pytest.fixture(scope="session")
+def fitted_demo(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A small demo with its demo models fitted (shorter fits), and every file a fit opened with PyAV.
+
+    Returns (data root, opened paths): the paths are what the no-test-stimulus test checks.
+    """
+    import av
+
+    from models.demo.fit import fit_all
+    from utils.synthetic import make_demo
+
+    root = tmp_path_factory.mktemp("fitted_demo") / "data"
+    make_demo(root, **SMALL_DEMO)
+    opened: list[str] = []
+    real_open = av.open
+
+    def recording_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(av, "open", recording_open)
+        fit_all(root, epoch_scale=SMALL_FIT_SCALE)
+    return root, opened
+
+
+# The runner's flags of the demo-preset end-to-end run on the fitted small demo (one subject, short fits).
+SMALL_RUN = [
+    "--preset", "demo", "--run", "e2e", "--subjects", "1",
+    "--stage-args", "download_data=--n-subjects 1 --n-train 40 --n-test 8", f"fit_demo_models=--epoch-scale {SMALL_FIT_SCALE}",
+]
+
+
+@pytest.fixture(scope="session")
+def finished_demo_run(fitted_demo) -> tuple[Path, str]:
+    """The whole pipeline (``run_pipeline.py --preset demo``, oracles included) on the fitted small demo, made once
+    per session: (data root, run name)."""
+    import run_pipeline
+
+    root, _ = fitted_demo
+    assert run_pipeline.main(["--data-root", str(root), *SMALL_RUN]) == 0
+    return root, "e2e"

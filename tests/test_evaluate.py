@@ -74,9 +74,20 @@ def test_outputs_and_metrics(evaluated: Path):
     assert [r["stimulus"] for r in rows] == ["0003", "0004", "0005", "0006", "0007"]
     assert float(rows[0]["caption_bleu4"]) == pytest.approx(1.0)
     assert rows[1]["decoded_caption"] == "a dark room"
-    assert "SYNTHETIC" in (evaluated / "metrics.md").read_text()
+    markdown = (evaluated / "metrics.md").read_text()
+    assert "SYNTHETIC" in markdown
     html = (evaluated / "report.html").read_text()
     assert "synthetic-note" in html and html.count("<video") == 10 and 'id="metrics-table"' in html
+    # Tiny models are random: their metrics say so instead of a score; pixel metrics keep their numbers.
+    assert f"| video_2way | random model (tiny preset): not a measurement | - | chance {m['video_2way']['chance']:.3f} |" in markdown
+    assert f"| ssim | {m['ssim']['mean']:.3f} |" in markdown and f"{m['video_2way']['mean']:.3f}" not in markdown.split("## Protocol")[0]
+    assert html.count("random model (tiny preset): not a measurement") == 9  # the 9 model-based rows of the metrics table
+    # Captions: a table of decoded vs true captions, and labelled captions on every card.
+    assert "## Decoded and true captions of the test clips" in markdown and "| 0004 | a dark room |" in markdown
+    assert 'id="caption-table"' in html and html.count("caption (decoded caption)") == 6  # 5 cards + the table header
+    assert html.count("human captions of the watched clip") == 5
+    # No oracle variant was made: the report says which are missing.
+    assert list(result["oracles"]) == ["full_prediction"] and len(result["oracles_missing"]) == 3 and "gt_demo" in markdown
 
 
 def test_rerun_skips_and_overwrite_reproduces(demo_root: Path, evaluated: Path, capsys):
@@ -188,3 +199,52 @@ def test_other_settings_over_a_finished_evaluation_are_refused(tmp_path):
     assert evaluate.main([*argv, "--n-trials", "30", "--overwrite"]) == 0
     with pytest.raises(ValueError, match="--preset tiny builds its models in code and would ignore --clip-path"):
         evaluate.main([*argv, "--clip-path", str(tmp_path)])
+
+
+ORACLE_RUNS = {  # variant -> (run, noise of its fake reconstruction)
+    "gt_latent_gt_caption": ("gt_demo", 0), "gt_latent_decoded_caption": ("r_z-gt_caption-pred", 20),
+    "pred_latent_gt_caption": ("r_z-pred_caption-gt", 40), "full_prediction": ("r", 70),
+}
+
+
+def test_the_main_report_tables_its_oracle_variants(tmp_path: Path, capsys):
+    root = tmp_path / "data"
+    make_demo(root, n_subjects=1, n_train=2, n_test=3, size=32, n_frames=8)
+    for run, noise in ORACLE_RUNS.values():
+        make_reconstructions(root, run, noise=noise, n_frames=8, size=32)
+    argv = ["--data-root", str(root), "--no-semantic", "--report-size", "32", "--reconstructions"]
+
+    def metrics_of(run: str) -> dict:
+        return json.loads(layout.metrics_path(layout.evaluation_dir(root, run)).read_text())
+
+    # Two variants evaluated first; then the main run with the third: the kept results fill its table too.
+    assert evaluate.main([*argv, "gt_demo", "r_z-gt_caption-pred"]) == 0
+    assert evaluate.main([*argv, "r", "r_z-pred_caption-gt"]) == 0
+    result = metrics_of("r")
+    assert list(result["oracles"]) == list(ORACLE_RUNS) and result["oracles_missing"] == {} and result["oracles_excluded"] == {}
+    ssim = [result["oracles"][v]["metrics"]["ssim"]["mean"] for v in ORACLE_RUNS]
+    assert ssim == [metrics_of(run)["metrics"]["ssim"]["mean"] for run, _ in ORACLE_RUNS.values()]
+    assert ssim == sorted(ssim, reverse=True)  # less noise, closer to the truth
+    markdown = (layout.evaluation_dir(root, "r") / "metrics.md").read_text()
+    table = markdown.split("## Where information is lost")[1].split("##")[0]
+    labels = ["ground-truth latent + ground-truth caption", "ground-truth latent + decoded caption", "predicted latent + ground-truth caption",
+              "full prediction"]
+    assert [table.index(label) for label in labels] == sorted(table.index(label) for label in labels)
+    assert f"{ssim[0]:.3f} ± " in table and "(mismatched " in table
+    html = (layout.evaluation_dir(root, "r") / "report.html").read_text()
+    assert html.count('id="oracle-table"') == 1 and "oracles" not in metrics_of("gt_demo")
+
+    # Nothing changed: all four kept.
+    capsys.readouterr()
+    assert evaluate.main([*argv, *(run for run, _ in ORACLE_RUNS.values())]) == 0
+    out = capsys.readouterr().out
+    assert out.count("inputs unchanged") == 4 and "evaluating it again" not in out
+    # Two variants reconstructed again, one of them evaluated: the main run is evaluated again with its new numbers,
+    # and the other is not used until it is evaluated again.
+    make_reconstructions(root, "gt_demo", noise=30, n_frames=8, size=32)
+    make_reconstructions(root, "r_z-gt_caption-pred", noise=5, n_frames=8, size=32)
+    assert evaluate.main([*argv, "gt_demo", "r"]) == 0
+    assert "r: its oracle variants changed, evaluating it again" in capsys.readouterr().out
+    result = metrics_of("r")
+    assert result["oracles"]["gt_latent_gt_caption"]["metrics"]["ssim"]["mean"] == metrics_of("gt_demo")["metrics"]["ssim"]["mean"] < ssim[0]
+    assert "gt_latent_decoded_caption" not in result["oracles"] and result["oracles_missing"] == {"gt_latent_decoded_caption": "r_z-gt_caption-pred"}

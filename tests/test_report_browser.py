@@ -81,7 +81,7 @@ def test_report_renders_and_media_load(tmp_path: Path, embed: bool):
     assert dom.body.get("data-media-checked") == "1"
     failed = [a.get("src", "")[:80] for _, a in dom.media if a.get("data-loaded") != "1"]
     assert not failed, f"media that did not load: {failed}"
-    assert "metrics-table" in dom.tables
+    assert {"metrics-table", "oracle-table", "caption-table"} <= set(dom.tables)
     if not embed:
         assert all(not a["src"].startswith("data:") for _, a in dom.media)
 

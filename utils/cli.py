@@ -118,7 +118,9 @@ def common_parser(
     if presets is not None:
         parser.add_argument(
             "--preset", default=presets[0], choices=tuple(presets),
-            help="model preset: 'default' = the real models, 'tiny' = small random models built offline (default: %(default)s)",
+            help="model preset: 'default' = the real models, 'tiny' = small random models built offline (tests), 'demo' = small "
+            "models fitted to the synthetic demo world (models_demo/ under --data-root, made by fit_demo_models.py) "
+            "(default: %(default)s)",
         )
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
     parser.add_argument(

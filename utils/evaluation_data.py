@@ -9,6 +9,14 @@ its mp4. A folder of videos (``evaluate.py --videos DIR``) holds one entry per c
 .mp4 or .gif file, or a folder of PNG/JPG frames (sorted by name); entry names map to
 stimuli by a regex with a named group ``stim``. A gif twice as wide as tall is MinD-Video's
 side-by-side layout (ground truth left, reconstruction right): its right half is scored.
+
+Oracle variants: besides the full prediction ``<run>``, reconstruct_zeroscope.py makes
+``<run>_z-pred_caption-gt`` (predicted latent, ground-truth caption), ``<run>_z-gt_caption-pred``
+(ground-truth latent, decoded caption) and ``<run>_z-gt_caption-gt`` or ``gt_<ds>`` (both from
+the ground truth). Every
+question about them (their names, which exist and are comparable, their kept evaluations,
+the record in the main run's metrics.json) is answered here: ``find_oracles``, ``oracle_results``,
+``oracle_record``.
 """
 from __future__ import annotations
 
@@ -16,12 +24,13 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from utils import layout, metrics
+from utils import layout, metrics, provenance, scoring
 from utils.datasets import load_annotations
 from utils.io import read_json, sha256_file
 from utils.video import read_video, video_info
@@ -169,6 +178,32 @@ def decoded_captions(data_root: str | Path | None, run: str) -> dict[str, str]:
     return out
 
 
+def blip_captions(data_root: str | Path | None, dataset: str) -> dict[str, str]:
+    """BLIP's caption of each watched clip (``target_vectors_<ds>/captions.json``; empty when absent)."""
+    raw = read_json(
+        layout.captions_path(data_root, dataset), default={},
+        remake=f"delete it and rerun `python extract_targets_blip.py --dataset {dataset}`",
+    ) or {}
+    return {stim: text for stim, text in raw.items() if isinstance(text, str)}
+
+
+def reconstruction_settings(data_root: str | Path | None, run: str) -> dict[str, Any] | None:
+    """The settings reconstruct_zeroscope.py recorded for a run (``settings.json``), or None when it has none."""
+    record = provenance.read_settings(layout.reconstructions_dir(data_root, run))
+    return record["settings"] if record else None
+
+
+CAPTION_LABELS = {  # reconstruct_zeroscope.py --caption-from -> what the caption of a clip is
+    "pred": "decoded from brain data", "gt": "ground-truth caption (BLIP on the watched clip)",
+}
+
+
+def caption_label(data_root: str | Path | None, run: str) -> str:
+    """What the captions of a run are, for the report: decoded from brain data, or the ground truth's BLIP caption."""
+    settings = reconstruction_settings(data_root, run) or {}
+    return CAPTION_LABELS.get(settings.get("caption_from"), "decoded caption")
+
+
 def human_captions(data_root: str | Path | None, dataset: str) -> dict[str, list[str]]:
     """Human captions per stimulus from the BMD-format annotations (empty when the dataset has none)."""
     try:
@@ -188,11 +223,13 @@ def run_subject(data_root: str | Path | None, run: str) -> str:
     return f"sub{int(match.group(1)):02d}" if match else run
 
 
-def fingerprint_inputs(data_root: str | Path | None, run: str, predictions_run: str | None) -> list[Path]:
-    """Files besides the clips whose content changes a run's evaluation: its captions, the regression metrics."""
+def fingerprint_inputs(data_root: str | Path | None, run: str, predictions_run: str | None, dataset: str | None = None) -> list[Path]:
+    """Files besides the clips whose content changes a run's evaluation: its captions, the regression metrics and,
+    given the dataset, the BLIP captions of the watched clips (shown beside the decoded ones)."""
     return [
         layout.reconstruction_captions_path(layout.reconstructions_dir(data_root, run)),
         layout.regression_metrics_path(data_root, predictions_run or run),
+        *([layout.captions_path(data_root, dataset)] if dataset else []),
     ]
 
 
@@ -255,3 +292,116 @@ def read_regression_metrics(data_root: str | Path | None, predictions_run: str) 
     return read_json(
         layout.regression_metrics_path(data_root, predictions_run), remake=f"rerun `python regress.py --run {predictions_run} --overwrite`"
     )
+
+
+# ----------------------------------------------------------------------------- oracle variants of a run
+
+ORACLE_VARIANTS = ("gt_latent_gt_caption", "gt_latent_decoded_caption", "pred_latent_gt_caption", "full_prediction")
+ORACLE_SOURCES = {  # variant -> (--z-from, --caption-from) of reconstruct_zeroscope.py
+    "gt_latent_gt_caption": ("gt", "gt"), "gt_latent_decoded_caption": ("gt", "pred"),
+    "pred_latent_gt_caption": ("pred", "gt"), "full_prediction": ("pred", "pred"),
+}
+ORACLE_LABELS = {
+    "gt_latent_gt_caption": "ground-truth latent + ground-truth caption",
+    "gt_latent_decoded_caption": "ground-truth latent + decoded caption",
+    "pred_latent_gt_caption": "predicted latent + ground-truth caption",
+    "full_prediction": "full prediction (predicted latent + decoded caption)",
+}
+# Reconstruction settings that must agree for variants to be compared (the diffusion and its models).
+COMPARED_SETTINGS = ("condition", "steps", "strength", "guidance_scale", "negative_prompt", "seed", "preset", "zeroscope", "dtype")
+VARIANT_NAME = re.compile(r"^gt_|_z-(?:pred|gt)_(?:caption|c_zeroscope)-(?:pred|gt|none)$")
+
+
+def oracle_run_names(run: str, dataset: str, condition: str = "caption") -> dict[str, tuple[str, ...]]:
+    """``{variant: candidate reconstruction runs}`` of a main run, in table order, each variant's candidates in order of
+    preference: reconstruct_zeroscope.py's ``output_name`` for the mixes; for both inputs from the ground truth the run's
+    own ``<run>_z-gt_caption-gt`` (what run_pipeline.py writes, with the run's diffusion settings), then the dataset's
+    ``gt_<ds>`` (``--source targets``). The c_zeroscope path's names end in ``_c_zeroscope``."""
+    if condition == "c_zeroscope":
+        base = run.removesuffix("_c_zeroscope")
+        text = "c_zeroscope"
+        truth = (f"{base}_z-gt_c_zeroscope-gt", f"gt_{dataset}_c_zeroscope")
+    else:
+        base, text = run, "caption"
+        truth = (f"{run}_z-gt_caption-gt", f"gt_{dataset}")
+    names = (truth, (f"{base}_z-gt_{text}-pred",), (f"{base}_z-pred_{text}-gt",), (run,))
+    return dict(zip(ORACLE_VARIANTS, names, strict=True))
+
+
+def is_main_run(data_root: str | Path | None, run: str) -> bool:
+    """True for a full prediction (latent and caption from the brain): by its recorded settings, else by its name."""
+    settings = reconstruction_settings(data_root, run)
+    if settings and "z_from" in settings:
+        return (settings.get("z_from"), settings.get("caption_from")) == ORACLE_SOURCES["full_prediction"]
+    return VARIANT_NAME.search(run) is None
+
+
+@dataclass(frozen=True)
+class OracleRuns:
+    """The oracle variants of a main run: ``runs`` ``{variant: run}`` that exist and are comparable (the main
+    run itself as ``full_prediction``), ``excluded`` ``{run: why not}``, ``missing`` ``{variant: run}`` not made."""
+
+    runs: dict[str, str]
+    excluded: dict[str, str]
+    missing: dict[str, str]
+
+
+def find_oracles(data_root: str | Path | None, run: str, dataset: str) -> OracleRuns:
+    """The reconstructed oracle variants of main run ``run`` (per variant the first comparable candidate of
+    ``oracle_run_names``); a candidate whose recorded sources or diffusion settings (``COMPARED_SETTINGS``) differ from
+    the main run's is excluded, with the differences."""
+    main = reconstruction_settings(data_root, run) or {}
+    existing = set(find_runs(data_root)) | {run}
+    runs, excluded, missing = {}, {}, {}
+    for variant, candidates in oracle_run_names(run, dataset, main.get("condition", "caption")).items():
+        found = [c for c in candidates if c in existing]
+        if not found:
+            missing[variant] = " or ".join(candidates)
+        for name in found:  # the first comparable one
+            why = [] if name == run else oracle_differences(main, reconstruction_settings(data_root, name), variant)
+            if not why:
+                runs[variant] = name
+                break
+            excluded[name] = "; ".join(why)
+    return OracleRuns(runs, excluded, missing)
+
+
+def oracle_differences(main: dict[str, Any], other: dict[str, Any] | None, variant: str) -> list[str]:
+    """Why a variant's recorded reconstruction settings make it incomparable with the main run's ([] = comparable;
+    runs without a record are compared by name only)."""
+    if not main or not other:
+        return []
+    z_from, caption_from = ORACLE_SOURCES[variant]
+    why = [f"{k}={other.get(k)!r} where {v!r} was expected" for k, v in (("z_from", z_from), ("caption_from", caption_from)) if other.get(k) != v]
+    return why + [f"{k}: {other.get(k)!r}, the full prediction's {main.get(k)!r}" for k in COMPARED_SETTINGS if other.get(k) != main.get(k)]
+
+
+def oracle_results(
+    data_root: str | Path | None, oracles: OracleRuns, known: dict[str, dict], current_key: Callable[[str], str],
+) -> dict[str, dict]:
+    """``{variant: metrics.json result}`` of the oracle runs evaluated on their current clips with the current settings:
+    a result of this evaluation (``known``: ``{run: result}``) or a kept ``evaluation/<run>/metrics.json`` whose
+    fingerprint is ``current_key(run)``; a variant with neither is left out."""
+    out = {}
+    for variant, name in oracles.runs.items():
+        result = known.get(name)
+        if result is None and layout.metrics_path(layout.evaluation_dir(data_root, name)).exists():
+            try:
+                result = is_evaluated(layout.evaluation_dir(data_root, name), current_key(name))
+            except FileNotFoundError:  # its clips are gone or not written yet: no comparable evaluation
+                result = None
+        if result is not None:
+            out[variant] = result
+    return out
+
+
+def oracle_record(oracles: OracleRuns, results: dict[str, dict]) -> dict[str, Any]:
+    """The main run's metrics.json entries: ``oracles`` ``{variant: label, run, clips, headline numbers}`` in table
+    order, ``oracles_excluded`` ``{run: why}`` and ``oracles_missing`` ``{variant: run(s)}`` (variants reconstructed but
+    not evaluated count as missing)."""
+    missing = dict(oracles.missing) | {v: oracles.runs[v] for v in oracles.runs if v not in results}
+    return {
+        "oracles": {v: {"label": ORACLE_LABELS[v], **scoring.oracle_summary(results[v])} for v in ORACLE_VARIANTS if v in results},
+        "oracles_excluded": dict(oracles.excluded),
+        "oracles_missing": {v: missing[v] for v in ORACLE_VARIANTS if v in missing},
+    }

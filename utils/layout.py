@@ -263,6 +263,36 @@ def demo_readme_path(data_root: str | Path | None, dataset: str) -> Path:
     return metadata_dir(data_root, dataset) / "README.txt"
 
 
+# ----------------------------------------------------------------------------- demo models (fitted to the synthetic world)
+
+DEMO_MODEL_FOLDERS = {  # fit step -> its save_pretrained folder under models_demo/
+    "vae": "zeroscope/vae", "clip": "clip", "zeroscope": "zeroscope", "blip": "blip",
+    "image_classifier": "image_classifier", "video_classifier": "video_classifier",
+}
+
+
+def demo_models_root(data_root: str | Path | None) -> Path:
+    """``models_demo/``: the demo preset's models, fitted to the synthetic world by ``fit_demo_models.py``."""
+    return root(data_root) / "models_demo"
+
+
+def demo_model_dir(data_root: str | Path | None, component: str) -> Path:
+    """``models_demo/<component>/``: one model in the Hugging Face ``save_pretrained`` layout (what
+    ``--model-path`` points to for the real models): ``zeroscope`` (vae/, unet/, text_encoder/,
+    tokenizer/, scheduler/), ``clip``, ``blip``, ``image_classifier``, ``video_classifier``."""
+    return demo_models_root(data_root) / component
+
+
+def demo_fit_manifest_path(data_root: str | Path | None, step: str) -> Path:
+    """``models_demo/fit_<step>.json``: a fit step's settings and held-out metrics, written last (its completion record)."""
+    return demo_models_root(data_root) / f"fit_{step}.json"
+
+
+def demo_fit_run_dir(data_root: str | Path | None, step: str) -> Path:
+    """``checkpoints/demo_fit/<step>/``: the training run of one fit step (exact resume, log.csv)."""
+    return checkpoint_dir(data_root, "demo_fit", step)
+
+
 # ----------------------------------------------------------------------------- reconstructions and evaluation (stages 4-5)
 
 

@@ -8,6 +8,13 @@ alone (``embed=False`` links the media files relatively instead). The page marks
 ``<video>`` and ``<img>`` with ``data-loaded="1"`` (or ``data-error``) once the browser has
 loaded it, and sets ``data-media-checked`` on ``<body>`` when all have settled, so a headless
 browser test can check that it renders.
+
+The report of a full prediction tables its oracle variants ("Where information is lost",
+``oracle_rows``, from metrics.json's ``oracles``); every report has a table of the captions
+the reconstructions were made with beside the true ones (``caption_rows``), and each gallery
+card labels its captions. With random-weight models (the tiny preset) the tables print
+"not a measurement" for the metrics computed with a model; the demo preset's note says its
+models were fitted to the simulated world.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import html
 import io
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,7 @@ import numpy as np
 
 from utils import layout
 from utils.io import atomic_path, write_json, write_text
+from utils.scoring import BarPanel, is_model_based
 from utils.video import write_mp4
 
 MIME = {".mp4": "video/mp4", ".gif": "image/gif", ".png": "image/png", ".webm": "video/webm"}
@@ -39,16 +47,59 @@ def format_value(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def summary_rows(metrics: dict[str, dict[str, Any]]) -> list[list[str]]:
-    """Rows (metric, mean, SEM, chance or baseline, n, description) of the metrics summary."""
+def not_measured_text(preset: str) -> str:
+    """What a table shows instead of the score of a metric whose model has random weights."""
+    return f"random model ({preset} preset): not a measurement"
+
+
+def reference_text(entry: dict[str, Any], measured: bool = True) -> str:
+    """``chance X`` or ``<baseline label> Y`` of a summary entry (a baseline only when ``measured``); "" when none."""
+    if measured and entry.get("baseline") is not None:
+        return f"{entry.get('baseline_label', 'baseline')} {format_value(entry['baseline'])}"
+    return f"chance {format_value(entry['chance'])}" if entry.get("chance") is not None else ""
+
+
+def summary_rows(metrics: dict[str, dict[str, Any]], not_measured: str | None = None) -> list[list[str]]:
+    """Rows (metric, mean, SEM, chance or baseline, n, description) of the metrics summary.
+
+    not_measured: the text shown instead of the numbers of model-based metrics (random-weight models), or None.
+    """
     rows = []
     for name, entry in metrics.items():
-        reference = entry.get("chance")
-        reference_text = f"chance {format_value(reference)}" if reference is not None else ""
-        if entry.get("baseline") is not None:
-            reference_text = f"{entry.get('baseline_label', 'baseline')} {format_value(entry['baseline'])}"
-        rows.append([name, format_value(entry["mean"]), format_value(entry["sem"]), reference_text or "-", str(entry["n"]), entry.get("description", "")])
+        measured = not_measured is None or not is_model_based(name)
+        numbers = [format_value(entry["mean"]), format_value(entry["sem"])] if measured else [not_measured, "-"]
+        rows.append([name, *numbers, reference_text(entry, measured) or "-", str(entry["n"]), entry.get("description", "")])
     return rows
+
+
+def oracle_rows(oracles: dict[str, dict[str, Any]], random_models: bool = False) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the "where information is lost" table: one row per oracle variant (``metrics.json``'s
+    ``oracles``, in its order), a column per metric: ``mean ± SEM (chance or mismatched baseline)``.
+
+    random_models: model-based metrics show ``NOT_MEASURED_CELL`` instead of their numbers.
+    """
+    names = list(dict.fromkeys(name for entry in oracles.values() for name in entry["metrics"]))
+    rows = []
+    for entry in oracles.values():
+        cells = []
+        for name in names:
+            value = entry["metrics"].get(name)
+            if value is None:
+                cells.append("-")
+            elif random_models and is_model_based(name):
+                cells.append(NOT_MEASURED_CELL)
+            else:
+                reference = reference_text(value)
+                cells.append(f"{format_value(value['mean'])} ± {format_value(value['sem'])}" + (f" ({reference})" if reference else ""))
+        rows.append([entry["label"], entry["run"], str(entry["n_clips"]), *cells])
+    return ["variant", "run", "clips", *names], rows
+
+
+NOT_MEASURED_CELL = "not a measurement"
+ORACLE_INTRO = (
+    "Each row replaces predicted inputs of the reconstruction by ground truth: the ground-truth rows bound what "
+    "the video model and the caption allow, and the drop from row to row shows where information is lost."
+)
 
 
 SUMMARY_HEADER = ["metric", "mean", "SEM", "chance / baseline", "n", "what"]
@@ -85,23 +136,80 @@ def method_line(result: dict[str, Any]) -> str:
     return f"method {card['method']}, protocol {card['protocol']}" if card else ""
 
 
-def metrics_markdown(result: dict[str, Any], random_models: bool = False) -> str:
-    """``metrics.md``: title, method and protocol, the notes, the summary table, the protocol card and regression numbers."""
+def report_notes(result: dict[str, Any], random_models: bool = False) -> dict[str, str]:
+    """``{id: text}`` of the plain statements a report opens with: synthetic data (with, for the demo preset, that its
+    models were fitted to that simulated world) and random-weight models."""
+    notes = {}
+    demo = result.get("preset") == "demo"
+    if result.get("synthetic") or demo:
+        notes["synthetic-note"] = " ".join(([SYNTHETIC_NOTE] if result.get("synthetic") else []) + ([DEMO_NOTE] if demo else []))
+    if random_models:
+        notes["random-models-note"] = TINY_NOTE
+    return notes
+
+
+def oracle_notes(result: dict[str, Any], random_models: bool = False) -> list[str]:
+    """Lines under the oracle table: what a model-based cell of random models means, variants left out (not
+    comparable) and variants not made or not evaluated."""
+    lines = [f"Left out: `{run}` ({why})." for run, why in (result.get("oracles_excluded") or {}).items()]
+    if random_models and result.get("oracles"):
+        lines.insert(0, f"'{NOT_MEASURED_CELL}': computed with a random model ({result.get('preset', '')} preset).")
+    missing = result.get("oracles_missing") or {}
+    if missing:
+        lines.append(
+            "Not available: " + ", ".join(f"`{run}`" for run in missing.values())
+            + f" (reconstruct them with reconstruct_zeroscope.py --run {result['run']} --z-from/--caption-from, or --source targets, "
+            f"and evaluate them together with `{result['run']}`)."
+        )
+    return lines
+
+
+def first_of(captions: Sequence[str]) -> str:
+    """The first human caption of a clip and how many more it has (``-`` for none)."""
+    if not captions:
+        return "-"
+    return captions[0] + (f" (+{len(captions) - 1} more in the gallery)" if len(captions) > 1 else "")
+
+
+def caption_rows(
+    stimuli: Sequence[str], decoded: Sequence[str], blip: dict[str, str], humans: dict[str, list[str]], bleu: np.ndarray | None,
+) -> list[list[str]]:
+    """Rows (clip, caption of the reconstruction, BLIP caption of the watched clip, first human caption, BLEU-4 against
+    all of them) of the caption table."""
+    return [
+        [stim, text or "-", blip.get(stim) or "-", first_of(humans.get(stim) or []), format_value(None if bleu is None else float(bleu[i]), 2)]
+        for i, (stim, text) in enumerate(zip(stimuli, decoded, strict=True))
+    ]
+
+
+def caption_header(label: str) -> list[str]:
+    """Header of the caption table; label: what the reconstruction's captions are (``evaluation_data.caption_label``)."""
+    return ["clip", f"caption ({label})", "BLIP caption of the watched clip", "human caption", "BLEU-4 (all human captions)"]
+
+
+def metrics_markdown(result: dict[str, Any], random_models: bool = False, captions: tuple[list[str], list[list[str]]] | None = None) -> str:
+    """``metrics.md``: title, method and protocol, the notes, the summary table, the oracle table, the protocol card,
+    regression numbers and the caption table ``captions`` (header, rows)."""
+    not_measured = not_measured_text(result.get("preset", "")) if random_models else None
     parts = [f"# Evaluation of `{result['run']}` ({result['dataset']}, {result['n_clips']} clips)\n"]
     if result.get("protocol"):
         parts.append(f"{method_line(result)}\n")
-    if result.get("synthetic"):
-        parts.append(f"> {SYNTHETIC_NOTE}\n")
-    if random_models:
-        parts.append(f"> {TINY_NOTE}\n")
-    parts.append(markdown_table(SUMMARY_HEADER, summary_rows(result["metrics"])))
+    parts += [f"> {text}\n" for text in report_notes(result, random_models).values()]
+    parts.append(markdown_table(SUMMARY_HEADER, summary_rows(result["metrics"], not_measured)))
     if result.get("skipped"):
         parts.append("\nNot computed: " + "; ".join(f"`{k}` ({v})" for k, v in result["skipped"].items()) + "\n")
+    if result.get("oracles") or result.get("oracles_missing"):
+        parts.append(f"\n## {ORACLE_TITLE}\n\n{ORACLE_INTRO}\n")
+        if result.get("oracles"):
+            parts.append(markdown_table(*oracle_rows(result["oracles"], random_models)))
+        parts += [f"\n{line}\n" for line in oracle_notes(result, random_models)]
     if result.get("protocol"):
         parts.append("\n## Protocol card\n\n" + markdown_table(PROTOCOL_HEADER, protocol_rows(result["protocol"])))
     if result.get("regression"):
         parts.append("\n## Regression (from predictions/<run>/metrics.json)\n\n")
         parts.append(markdown_table(*regression_rows(result["regression"])))
+    if captions is not None:
+        parts.append(f"\n## {CAPTION_TITLE}\n\n" + markdown_table(*captions))
     return "\n".join(parts)
 
 
@@ -205,46 +313,68 @@ def plot_distributions(columns: dict[str, np.ndarray], chance: dict[str, float |
     return _save(fig, Path(path))
 
 
-def plot_group_bars(groups: dict[str, dict[str, tuple[float, float]]], chance: dict[str, float | None], path: str | Path) -> Path:
-    """Bars of mean +- SEM per group (subject or run) for each metric -> PNG.
-
-    groups: ``{group: {metric: (mean, sem)}}``.
-    """
+def plot_group_bars(panels: Sequence[BarPanel], path: str | Path) -> Path:
+    """The per-subject figure -> PNG: one panel per ``BarPanel`` (``utils.scoring.subject_groups``), one group of
+    bars per test subject or run along its x axis, a bar per series (legend when several), mean +- SEM, the chance
+    level dashed and a mismatched baseline as a black tick over its bar."""
     plt = _pyplot()
-    names = sorted({m for values in groups.values() for m in values})
-    labels = list(groups)
-    n_cols = min(4, max(1, len(names)))
-    n_rows = math.ceil(len(names) / n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 2.4 * n_rows), squeeze=False)
-    for ax, name in zip(axes.ravel(), names, strict=False):
-        means = [groups[g].get(name, (np.nan, 0.0))[0] for g in labels]
-        sems = [groups[g].get(name, (np.nan, 0.0))[1] for g in labels]
-        ax.bar(range(len(labels)), means, yerr=sems, color="#55a868", capsize=3)
-        reference = chance.get(name, 0.5 if name.endswith("2-way") else None)
-        if reference is not None:
-            ax.axhline(reference, color="k", linestyle="--", linewidth=1)
-        ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=30)
-        ax.set_title(name, fontsize=9)
+    n_cols = min(3, max(1, len(panels)))
+    n_rows = max(1, math.ceil(len(panels) / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.4 * n_cols, 3.0 * n_rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, panel in zip(axes.ravel(), panels, strict=False):
+        labels = list(panel.groups)
+        series = list(dict.fromkeys(name for bars in panel.groups.values() for name in bars))
+        width = 0.8 / len(series)
+        for j, name in enumerate(series):
+            offset = (j - (len(series) - 1) / 2) * width
+            present = [(i, panel.groups[g][name]) for i, g in enumerate(labels) if name in panel.groups[g]]
+            xs = [i + offset for i, _ in present]
+            ax.bar(xs, [v[0] for _, v in present], width * 0.9, yerr=[v[1] for _, v in present], capsize=3,
+                   color=colors[j % len(colors)], label=name if len(series) > 1 else None)
+        ticks = [(i, panel.baselines[g]) for i, g in enumerate(labels) if g in panel.baselines]
+        if ticks:
+            ax.hlines([v for _, v in ticks], [i - 0.4 for i, _ in ticks], [i + 0.4 for i, _ in ticks], color="k", linewidth=2, label="mismatched")
+        if panel.chance is not None:
+            ax.axhline(panel.chance, color="k", linestyle="--", linewidth=1, label="chance")
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlabel(panel.axis, fontsize=8)
+        ax.set_title(panel.title, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
-    for ax in axes.ravel()[len(names):]:
+        tops = [m + e for bars in panel.groups.values() for m, e in bars.values()] + list(panel.baselines.values())
+        tops += [panel.chance] if panel.chance is not None else []
+        finite = [t for t in tops if np.isfinite(t)]
+        if finite and max(finite) > 0:
+            ax.set_ylim(top=1.35 * max(finite))  # room for the legend above the bars
+        if len(series) > 1 or panel.baselines or panel.chance is not None:
+            ax.legend(fontsize=7, loc="upper center", ncol=4, frameon=False)
+    for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
+    if not panels:
+        axes[0, 0].text(0.5, 0.5, "no per-subject numbers", ha="center", va="center")
     fig.tight_layout()
     return _save(fig, Path(path))
+
+
+def frame_strip(clip: np.ndarray, n_frames: int = 5, gap: int = 2) -> np.ndarray:
+    """``n_frames`` evenly spaced frames of a uint8 clip (T, H, W, 3) side by side, white ``gap`` px between them:
+    uint8 (H, n * (W + gap) - gap, 3)."""
+    from utils.video import sample_indices
+
+    frames = [clip[i] for i in sample_indices(len(clip), n_frames)]
+    white = np.full((clip.shape[1], gap, 3), 255, np.uint8)
+    return np.concatenate([part for frame in frames for part in (frame, white)][:-1], axis=1)
 
 
 def plot_examples(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | Path, n_frames: int = 5) -> Path:
     """Frame strips: for each (name, ground truth (T,H,W,3), reconstruction (T,H,W,3)) two rows -> PNG."""
     plt = _pyplot()
-    from utils.video import sample_indices
-
-    fig, axes = plt.subplots(2 * len(pairs), n_frames, figsize=(1.4 * n_frames, 1.5 * 2 * len(pairs)), squeeze=False)
+    fig, axes = plt.subplots(2 * len(pairs), 1, figsize=(1.4 * n_frames, 1.6 * 2 * len(pairs)), squeeze=False)
     for row, (name, true, pred) in enumerate(pairs):
-        for label, clip, ax_row in (("truth", true, axes[2 * row]), ("recon", pred, axes[2 * row + 1])):
-            for ax, index in zip(ax_row, sample_indices(len(clip), n_frames), strict=True):
-                ax.imshow(clip[index])
-                ax.set_xticks([])
-                ax.set_yticks([])
-            ax_row[0].set_ylabel(f"{name}\n{label}", fontsize=7)
+        for label, clip, ax in (("ground truth", true, axes[2 * row, 0]), ("reconstruction", pred, axes[2 * row + 1, 0])):
+            ax.imshow(frame_strip(clip, n_frames))
+            ax.axis("off")
+            ax.set_title(f"{name}: {label}", fontsize=8, loc="left")
     fig.tight_layout()
     return _save(fig, Path(path))
 
@@ -257,9 +387,18 @@ SYNTHETIC_NOTE = (
     "results on real brains."
 )
 TINY_NOTE = (
-    "Models: the 'tiny' preset (small random-weight networks built offline). Semantic metrics "
-    "(classifiers, CLIP, captions) then only test the machinery; use --preset default for real numbers."
+    "Models: the 'tiny' preset (small random-weight networks built offline). The metrics computed with a model "
+    "(classifiers, CLIP) then only test the machinery, so the tables say 'not a measurement' instead of a score; "
+    "pixel metrics (SSIM, PSNR) and BLEU keep their numbers. Use --preset demo (models fitted to the synthetic world) "
+    "or --preset default (the real models) for measurements."
 )
+DEMO_NOTE = (
+    "Models: the 'demo' preset, the real models' classes at small sizes with weights fitted by this project to this "
+    "simulated world (its training clips only). Its numbers are measurements inside the simulated world: they prove "
+    "the pipeline carries information from the simulated brain to the video, not how well real brains can be decoded."
+)
+ORACLE_TITLE = "Where information is lost"
+CAPTION_TITLE = "Decoded and true captions of the test clips"
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1200px;color:#222}
@@ -267,7 +406,10 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 th{background:#f0f0f0}.note{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em;margin:.8em 0}
 .clip{display:inline-block;vertical-align:top;margin:6px;padding:6px;border:1px solid #ddd;width:330px;font-size:12px}
 .clip video,.clip img.media{width:150px;height:150px;object-fit:contain;background:#000}
-.pair{display:flex;gap:6px}.pair figure{margin:0;text-align:center}.caption{margin:3px 0}
+.pair{display:flex;gap:6px}.pair figure{margin:0;text-align:center}
+.caption{margin:4px 0;padding:2px 5px;border-left:3px solid #ccc}.caption .label{display:block;font-size:11px;color:#555;font-weight:bold}
+.caption.decoded{border-color:#4c72b0;background:#eef3fb}.caption.true{border-color:#55a868;background:#f0f7f1}
+.caption ol{margin:0;padding-left:1.4em}
 img.figure{max-width:100%;border:1px solid #eee;margin:.5em 0}
 """
 
@@ -330,44 +472,63 @@ def _video_tag(src: str, label: str) -> str:
     )
 
 
-def clip_card(stimulus: str, true_src: str, pred_src: str, human: Sequence[str], decoded: str | None, scores: dict[str, float]) -> str:
-    """One gallery cell: ground truth beside reconstruction, captions, per-clip scores."""
-    human_html = ""
+def _caption_html(css: str, label: str, body: str) -> str:
+    return f'<div class="caption {css}"><span class="label">{html.escape(label)}</span>{body}</div>'
+
+
+def clip_card(
+    stimulus: str, true_src: str, pred_src: str, human: Sequence[str], decoded: str | None, scores: dict[str, float],
+    decoded_label: str = "decoded caption", blip: str | None = None,
+) -> str:
+    """One gallery cell: ground truth beside reconstruction, then the reconstruction's caption (``decoded``, what it is
+    in ``decoded_label``), BLIP's caption of the watched clip and every human caption, each labelled; per-clip scores."""
+    captions = ""
+    if decoded is not None:
+        captions += _caption_html("decoded", f"caption ({decoded_label})", html.escape(decoded))
+    if blip:
+        captions += _caption_html("true", "BLIP caption of the watched clip", html.escape(blip))
     if human:
-        rest = html.escape(" | ".join(human[1:]), quote=True)
-        human_html = f'<div class="caption" title="{rest}"><b>human:</b> {html.escape(human[0])}</div>'
-    decoded_html = f'<div class="caption"><b>decoded:</b> {html.escape(decoded)}</div>' if decoded is not None else ""
+        items = "".join(f"<li>{html.escape(text)}</li>" for text in human)
+        captions += _caption_html("true", f"human caption{'s' if len(human) > 1 else ''} of the watched clip", f"<ol>{items}</ol>")
     score_text = ", ".join(f"{k} {format_value(v, 2)}" for k, v in scores.items())
     return (
         f'<div class="clip" data-stimulus="{html.escape(stimulus, quote=True)}"><div><b>{html.escape(stimulus)}</b></div>'
         f'<div class="pair">{_video_tag(true_src, "ground truth")}{_video_tag(pred_src, "reconstruction")}</div>'
-        f"{human_html}{decoded_html}<div class=\"scores\">{html.escape(score_text)}</div></div>"
+        f'{captions}<div class="scores">{html.escape(score_text)}</div></div>'
     )
 
 
-def render_report(result: dict[str, Any], cards: Sequence[str], figures: dict[str, str], random_models: bool = False) -> str:
+def render_report(
+    result: dict[str, Any], cards: Sequence[str], figures: dict[str, str], random_models: bool = False,
+    captions: tuple[list[str], list[list[str]]] | None = None,
+) -> str:
     """The whole ``report.html`` text.
 
     result: what goes to metrics.json; cards: from ``clip_card``; figures: ``{title: src}``;
-    random_models: add the note that the models' scores measure nothing.
+    random_models: the model-based metrics say "not a measurement" instead of a score, with a note;
+    captions: (header, rows) of the caption table (``caption_rows``), or None.
     """
     title = f"brain2video evaluation: {result['run']} ({result['dataset']})"
+    not_measured = not_measured_text(result.get("preset", "")) if random_models else None
     notes = []
     protocol_html = ""
     if result.get("protocol"):
         notes.append(f'<p id="method-protocol"><b>{html.escape(method_line(result))}</b></p>')
         protocol_html = "<h2>Protocol card</h2>" + _table_html(PROTOCOL_HEADER, protocol_rows(result["protocol"]), "protocol-card")
-    if result.get("synthetic"):
-        notes.append(f'<div class="note" id="synthetic-note">{html.escape(SYNTHETIC_NOTE)}</div>')
-    if random_models:
-        notes.append(f'<div class="note">{html.escape(TINY_NOTE)}</div>')
+    notes += [f'<div class="note" id="{key}">{html.escape(text)}</div>' for key, text in report_notes(result, random_models).items()]
     skipped = ""
     if result.get("skipped"):
         skipped = "<p>Not computed: " + "; ".join(f"<code>{html.escape(k)}</code> ({html.escape(v)})" for k, v in result["skipped"].items()) + "</p>"
+    oracle_html = ""
+    if result.get("oracles") or result.get("oracles_missing"):
+        table = _table_html(*oracle_rows(result["oracles"], random_models), "oracle-table") if result.get("oracles") else ""
+        lines = "".join(f"<p>{html.escape(line)}</p>" for line in oracle_notes(result, random_models))
+        oracle_html = f"<h2>{ORACLE_TITLE}</h2><p>{html.escape(ORACLE_INTRO)}</p>{table}{lines}"
     regression_html = ""
     if result.get("regression"):
         header, rows = regression_rows(result["regression"])
         regression_html = "<h2>Regression (test predictions vs targets)</h2>" + _table_html(header, rows, "regression-table")
+    caption_html = f"<h2>{CAPTION_TITLE}</h2>" + _table_html(*captions, "caption-table") if captions is not None else ""
     settings = ", ".join(f"{k}={v}" for k, v in result.get("settings", {}).items())
     figure_html = "".join(
         f'<h3>{html.escape(name)}</h3><img class="figure" alt="{html.escape(name, quote=True)}" src="{html.escape(src, quote=True)}">'
@@ -378,13 +539,11 @@ def render_report(result: dict[str, Any], cards: Sequence[str], figures: dict[st
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>{''.join(notes)}"
         f"<p>{result['n_clips']} clips; preset <code>{html.escape(str(result.get('preset')))}</code>; {html.escape(settings)}</p>"
-        "<h2>Metrics</h2>" + _table_html(SUMMARY_HEADER, summary_rows(result["metrics"]), "metrics-table") + skipped
-        + protocol_html + regression_html + "<h2>Figures</h2>" + figure_html
+        "<h2>Metrics</h2>" + _table_html(SUMMARY_HEADER, summary_rows(result["metrics"], not_measured), "metrics-table") + skipped
+        + oracle_html + protocol_html + regression_html + "<h2>Figures</h2>" + figure_html + caption_html
         + f'<h2>Gallery</h2><div id="gallery">{"".join(cards)}</div>'
         + f"<script>{_SCRIPT}</script></body></html>\n"
     )
-
-
 
 
 # ---------------------------------------------------------------------------------- one evaluation run
@@ -397,7 +556,7 @@ class ReportSettings:
     report_size: side in px of the clips of report.html. embed_media: embed clips and figures
     in report.html (one self-contained file) instead of linking them. n_examples: clips of the
     examples figure. random_models: the preset's models have random weights
-    (``models.zoo.has_random_weights``): the report says their scores measure nothing.
+    (``models.zoo.has_random_weights``): their metrics say "not a measurement" instead of a score.
     """
 
     report_size: int = 128
@@ -422,7 +581,9 @@ class RunEvaluation:
 
     result: what goes to metrics.json; stimuli: the N clips; columns: per-clip metrics
     ``{name: (N,)}``; text: per-clip caption columns ``{name: N strings}`` (``decoded_caption``
-    among them); humans: human captions per stimulus; media: the gallery clips.
+    among them); humans: human captions per stimulus; media: the gallery clips; caption_label:
+    what the run's captions are (``evaluation_data.caption_label``); blip: BLIP's caption of
+    each watched clip.
     """
 
     result: dict[str, Any]
@@ -431,28 +592,43 @@ class RunEvaluation:
     text: dict[str, list[str]]
     humans: dict[str, list[str]]
     media: list[ClipMedia]
+    caption_label: str = "decoded caption"
+    blip: dict[str, str] = field(default_factory=dict)
+
+
+def caption_table(evaluation: RunEvaluation) -> tuple[list[str], list[list[str]]] | None:
+    """(header, rows) of the caption table of a run, or None when its clips have no caption."""
+    decoded = evaluation.text.get("decoded_caption") or []
+    if not any(decoded):
+        return None
+    rows = caption_rows(evaluation.stimuli, decoded, evaluation.blip, evaluation.humans, evaluation.columns.get("caption_bleu4"))
+    return caption_header(evaluation.caption_label), rows
 
 
 def write_evaluation(
-    out_dir: str | Path, evaluation: RunEvaluation, groups: dict[str, dict[str, tuple[float, float]]],
+    out_dir: str | Path, evaluation: RunEvaluation, panels: Sequence[BarPanel],
     settings: ReportSettings, card_scores: Callable[[dict[str, np.ndarray], int], dict[str, float]],
 ) -> Path:
     """metrics.md, per_sample.csv, figures, media, report.html and, last, metrics.json of one run.
 
-    groups: the per-subject bars (``utils.scoring.subject_groups``); card_scores(columns, i):
-    the numbers shown on clip i's card. metrics.json is written last: its inputs fingerprint
-    marks the run complete for evaluate.py's resume check.
+    panels: the per-subject figure (``utils.scoring.subject_groups``); card_scores(columns, i):
+    the numbers shown on clip i's card. With random-weight models (``settings.random_models``)
+    the model-based metrics are left out of the figures and cards and say "not a measurement"
+    in the tables. metrics.json is written last: its inputs fingerprint marks the run complete
+    for evaluate.py's resume check.
     """
     out_dir = Path(out_dir)
     result, columns, text = evaluation.result, evaluation.columns, evaluation.text
-    write_text(layout.metrics_markdown_path(out_dir), metrics_markdown(result, settings.random_models))
+    captions = caption_table(evaluation)
+    write_text(layout.metrics_markdown_path(out_dir), metrics_markdown(result, settings.random_models, captions))
     write_per_sample_csv(layout.per_sample_path(out_dir), evaluation.stimuli, columns, extra=text)
 
+    measured = {k: v for k, v in columns.items() if not (settings.random_models and is_model_based(k))}
     chance = {k: v["chance"] for k, v in result["metrics"].items()}
     examples = [(m.stimulus, m.true, m.pred) for m in evaluation.media[: settings.n_examples]]
     figures = {
-        "Per-clip distributions": plot_distributions(columns, chance, layout.figure_path(out_dir, "distributions")),
-        "Per subject (mean +- SEM)": plot_group_bars(groups, chance, layout.figure_path(out_dir, "per_subject")),
+        "Per-clip distributions": plot_distributions(measured, chance, layout.figure_path(out_dir, "distributions")),
+        "Per test subject and per run (mean +- SEM)": plot_group_bars(panels, layout.figure_path(out_dir, "per_subject")),
         "Examples (truth above reconstruction)": plot_examples(examples, layout.figure_path(out_dir, "examples")),
     }
     figure_src = {k: png_data_uri(v) if settings.embed_media else media_src(v, out_dir, False) for k, v in figures.items()}
@@ -465,7 +641,10 @@ def write_evaluation(
             write_mp4(path, frames, clip.fps)
             sources[kind] = media_src(path, out_dir, settings.embed_media)
         decoded = text["decoded_caption"][i] or None
-        cards.append(clip_card(clip.stimulus, sources["gt"], sources["recon"], evaluation.humans.get(clip.stimulus, []), decoded, card_scores(columns, i)))
-    write_text(layout.report_path(out_dir), render_report(result, cards, figure_src, settings.random_models))
+        cards.append(clip_card(
+            clip.stimulus, sources["gt"], sources["recon"], evaluation.humans.get(clip.stimulus, []), decoded, card_scores(measured, i),
+            evaluation.caption_label, evaluation.blip.get(clip.stimulus),
+        ))
+    write_text(layout.report_path(out_dir), render_report(result, cards, figure_src, settings.random_models, captions))
     write_json(layout.metrics_path(out_dir), result)
     return out_dir

@@ -9,7 +9,8 @@ stays a flat list of metric functions, and the protocol of each stage reads in o
 - Video evaluation (``evaluate.py``): ``EvaluationSettings``, the published protocols as
   presets (``Protocol``, ``PROTOCOLS``), ``RunScores`` (per-clip values, filled clip by clip),
   ``add_pixel_scores`` / ``add_semantic_scores``, ``summarize_run``, ``protocol_card``,
-  ``subject_groups`` and ``headline``.
+  ``subject_groups`` (the per-subject figure's ``BarPanel`` s), ``oracle_summary`` (a row of the
+  "where information is lost" table), ``is_model_based`` and ``headline``.
 - Regression (``regress.py``): ``score_predictions``, ``chance_levels``,
   ``mean_over_subjects``, ``per_sample_rows`` and ``regression_notes``.
 
@@ -18,8 +19,9 @@ Models (CLIP, ViT, VideoMAE) come in as ``{"clip": (model, processor), "image": 
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -363,33 +365,123 @@ def clip_card_scores(columns: dict[str, np.ndarray], index: int) -> dict[str, fl
     return {k: float(v[index]) for k, v in columns.items() if k in HEADLINE or k in ("ssim_mindvideo", "clip_similarity")}
 
 
-def subject_groups(results: Sequence[dict]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Bars of the per-subject figure: ``{subject: {metric: (mean, sem)}}``.
-
-    Each run's metrics go under its subject label; the regression's 2-way identification of
-    each test subject (predictions/<run>/metrics.json) goes under that subject.
-    """
-    groups: dict[str, dict[str, tuple[float, float]]] = {}
-    for result in results:
-        groups.setdefault(result["subject"], {}).update({k: (v["mean"], v["sem"]) for k, v in result["metrics"].items()})
-        for target, entry in ((result.get("regression") or {}).get("targets") or {}).items():
-            for subject, values in (entry.get("subjects") or {}).items():
-                two_way = (values.get("identification") or {}).get("2-way")
-                if two_way is not None:
-                    groups.setdefault(subject.split("/")[-1], {})[f"regression {target} 2-way"] = (float(two_way), 0.0)
-    return groups
+# Metrics computed without a model (pixels, BLEU of the caption text): they keep their numbers whatever the preset.
+MODEL_FREE_METRICS = ("ssim", "ssim_mindvideo", "psnr", "caption_bleu4")
 
 
-def headline(result: dict) -> str:
-    """One line of the main numbers of a metrics.json result."""
-    parts = []
+def is_model_based(name: str) -> bool:
+    """True for metrics computed with an evaluation model (classifiers, CLIP): with random weights they measure nothing."""
+    return name not in MODEL_FREE_METRICS
+
+
+def headline_names(result: dict) -> list[str]:
+    """The headline metrics of a result present in it, in ``HEADLINE`` order (the protocol's SSIM first)."""
     ssim_key = (result.get("protocol") or {}).get("ssim_headline", "ssim")
-    for name in HEADLINE:
-        name = ssim_key if name == "ssim" else name
-        entry = result["metrics"].get(name)
-        if entry:
-            ref = f" (chance {entry['chance']:.2f})" if entry.get("chance") is not None else ""
-            parts.append(f"{name} {entry['mean']:.3f}{ref}")
+    names = [ssim_key if name == "ssim" else name for name in HEADLINE]
+    return [name for name in names if name in result["metrics"]]
+
+
+CLASSIFIER_TEST = re.compile(r"(image|video)_(\d+)way")
+
+
+def oracle_metric_names(result: dict) -> list[str]:
+    """Columns of the "where information is lost" table: pixels and CLIP identification, every n-way test of the
+    classifiers (video first), then the caption retrieval."""
+    names = headline_names(result)
+    tests = [m for m in map(CLASSIFIER_TEST.fullmatch, result["metrics"]) if m]
+    classifiers = [m.group(0) for m in sorted(tests, key=lambda m: (m.group(1) != "video", int(m.group(2))))]
+    first = [n for n in names if not n.startswith(("image_", "video_", "caption_"))]
+    return first + classifiers + [n for n in names if n.startswith("caption_")]
+
+
+SUMMARY_KEYS = ("mean", "sem", "n", "chance", "baseline", "baseline_label")
+
+
+def oracle_summary(result: dict) -> dict[str, Any]:
+    """What the oracle table keeps of one variant's result: run, clips and the numbers of ``oracle_metric_names``."""
+    return {
+        "run": result["run"], "n_clips": result["n_clips"],
+        "metrics": {k: {f: result["metrics"][k].get(f) for f in SUMMARY_KEYS if f in result["metrics"][k]} for k in oracle_metric_names(result)},
+    }
+
+
+@dataclass(frozen=True)
+class BarPanel:
+    """One panel of the per-subject figure: groups of bars along an axis (test subjects or runs).
+
+    groups: ``{group (x tick): {bar (legend): (mean, sem)}}``; chance: the dashed line;
+    baselines: ``{group: value}`` of a single-bar panel (the mismatched baseline, drawn as a tick).
+    """
+
+    title: str
+    axis: str
+    groups: dict[str, dict[str, tuple[float, float]]]
+    chance: float | None = None
+    baselines: dict[str, float] = field(default_factory=dict)
+
+
+def regression_panels(results: Sequence[dict]) -> list[BarPanel]:
+    """One panel per n-way test of the regression (predictions/<run>/metrics.json): a group per test subject, a bar per target."""
+    rows = []  # (run, subject, target, n-way key, accuracy)
+    for result in results:
+        for target, entry in ((result.get("regression") or {}).get("targets") or {}).items():
+            for subject, values in ((entry.get("subjects") or {}) if isinstance(entry, dict) else {}).items():
+                for way, value in ((values.get("identification") or {}) if isinstance(values, dict) else {}).items():
+                    if value is not None:
+                        rows.append((result["run"], subject.split("/")[-1], target, way, float(value)))
+    pairs = {(run, subject) for run, subject, *_ in rows}
+    unique = len({subject for _, subject in pairs}) == len(pairs)
+    panels = []
+    for way in dict.fromkeys(row[3] for row in rows):
+        groups: dict[str, dict[str, tuple[float, float]]] = {}
+        for run, subject, target, key, value in rows:
+            if key == way:
+                groups.setdefault(subject if unique else f"{run}: {subject}", {})[target] = (value, 0.0)
+        n = int(way.split("-")[0])
+        panels.append(BarPanel(f"regression: {way} identification", "test subject", groups, 1.0 / n))
+    return panels
+
+
+def run_panels(results: Sequence[dict], random_models: bool = False) -> list[BarPanel]:
+    """One panel per headline metric, a bar per run (labelled by its subject when every run has its own).
+
+    random_models: leave out the model-based metrics (they measure nothing).
+    """
+    subjects = [r.get("subject", r["run"]) for r in results]
+    by_subject = len(set(subjects)) == len(subjects) and all(s != r["run"] for s, r in zip(subjects, results, strict=True))
+    labels = subjects if by_subject else [r["run"] for r in results]
+    panels = []
+    for name in dict.fromkeys(n for r in results for n in headline_names(r)):
+        if random_models and is_model_based(name):
+            continue
+        entries = {label: r["metrics"][name] for label, r in zip(labels, results, strict=True) if name in r["metrics"]}
+        chance = next((e["chance"] for e in entries.values() if e.get("chance") is not None), None)
+        baselines = {k: e["baseline"] for k, e in entries.items() if e.get("baseline") is not None and e.get("baseline_label") == "mismatched"}
+        groups = {k: {name: (e["mean"], e["sem"])} for k, e in entries.items()}
+        panels.append(BarPanel(name, "subject" if by_subject else "run", groups, chance, baselines))
+    return panels
+
+
+def subject_groups(results: Sequence[dict], random_models: bool = False) -> list[BarPanel]:
+    """Panels of the per-subject figure: the regression's n-way identification per test subject and target
+    (``regression_panels``), then, when several runs are shown or there is no regression, each headline
+    metric per run (``run_panels``; a run's reconstructions are of the subject-averaged prediction)."""
+    panels = regression_panels(results)
+    if len(results) > 1 or not panels:
+        panels += run_panels(results, random_models)
+    return panels
+
+
+def headline(result: dict, random_models: bool = False) -> str:
+    """One line of the main numbers of a metrics.json result; random_models: model-based ones say so instead."""
+    parts = []
+    for name in headline_names(result):
+        entry = result["metrics"][name]
+        if random_models and is_model_based(name):
+            parts.append(f"{name} (random model: not a measurement)")
+            continue
+        ref = f" (chance {entry['chance']:.2f})" if entry.get("chance") is not None else ""
+        parts.append(f"{name} {entry['mean']:.3f}{ref}")
     return "; ".join(parts)
 
 

@@ -349,6 +349,25 @@ def annotation(design: Design, split: str, name: str, rng: np.random.Generator) 
     }
 
 
+def caption_words() -> list[str]:
+    """Every word the demo's captions use (lower case, in first-use order): a demo tokenizer's vocabulary."""
+    import re
+
+    texts = [
+        "a an the moves slides in front of animation travelling over simple glides on is against across",
+        " ".join(COLOURS), " ".join(SHAPES),
+        *(" ".join(words) for words in _SHAPE_WORDS.values()),
+        *(" ".join(w if isinstance(w, str) else " ".join(w) for w in words) for words in _MOTION_WORDS.values()),
+        *(" ".join(words) for words in _BACKGROUND_PHRASES.values()),
+    ]
+    words: list[str] = []
+    for text in texts:
+        for word in re.findall(r"[a-z]+", text.lower()):
+            if word not in words:
+                words.append(word)
+    return words
+
+
 DEMO_FLAGS = ("n_subjects", "n_train", "n_test", "size", "n_frames", "fps", "snr")
 
 

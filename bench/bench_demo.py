@@ -1,0 +1,156 @@
+"""Benchmark: the default `python run_pipeline.py` on a fresh data root (demo preset, fits included).
+
+Runs the runner twice in a child process (fresh, then the rerun that finds everything done),
+each with ``/proc``-free accounting: wall time, and the peak resident memory of the child
+(``resource.RUSAGE_CHILDREN``). Then it reads what the run wrote and prints, as Markdown:
+
+- time per stage (the runner's summary) and the totals;
+- the fit records (models_demo/fit_<step>.json): seconds and held-out metrics of each step;
+- the VAE round trip on the TEST frames (a measurement after the fit: PSNR / SSIM of
+  encode -> decode with the fitted demo VAE, the same SSIM as evaluate.py);
+- the reconstruction metrics of the full prediction and of its oracles (evaluation/*/metrics.json);
+- how often the captions decoded from predicted BLIP embeddings name the true shape, colour,
+  background and motion of the test clip (reconstructions/<run>/captions.json against the demo's design).
+
+    python bench/bench_demo.py --data-root /tmp/bench_demo
+    python bench/bench_demo.py --data-root /tmp/bench_demo --no-run      # only read a finished run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models.demo.fit import STEPS  # noqa: E402
+from utils import layout  # noqa: E402
+from utils.datasets import DEMO, list_stimuli, stimulus_path  # noqa: E402
+from utils.report import markdown_table  # noqa: E402
+from utils.synthetic import _BACKGROUND_PHRASES, _MOTION_WORDS, _SHAPE_WORDS  # noqa: E402
+
+RUN = "demo_demo"
+METRICS = ("ssim", "psnr", "clip_2way_identification", "video_50way", "image_50way", "caption_2way_retrieval")
+
+
+def run_child(argv: list[str]) -> tuple[float, float, str]:
+    """Run the pipeline in a child -> (seconds, peak RSS of the child in MiB, its output)."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), *argv], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"run_pipeline.py failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, proc.stdout
+
+
+def stage_rows(output: str) -> list[list[str]]:
+    """The runner's summary table rows (stage, status, seconds)."""
+    summary = output.split("[pipeline] summary", 1)[-1].splitlines()
+    return [line.split()[:3] for line in summary if re.match(r"^[a-z_]+\s+(ran|failed|not run)\s", line)]
+
+
+def vae_round_trip(root: Path) -> dict[str, float]:
+    """PSNR / SSIM (grayscale, as evaluate.py's headline) of the fitted demo VAE's round trip
+    (posterior mean -> decode) on every frame of the TEST clips."""
+    import torch
+
+    from models import zoo
+    from models.targets import vae_latents
+    from utils.metrics import psnr_frames, ssim_frames
+    from utils.video import read_video
+
+    vae = zoo.load_zeroscope("demo", data_root=root, parts=("vae",))["vae"]
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    for stim in list_stimuli(DEMO, "test", root):
+        frames = read_video(stimulus_path(root, DEMO, stim))  # (T, 64, 64, 3) uint8
+        latents = torch.from_numpy(vae_latents(vae, frames[None], [stim])[0]) / vae.config.scaling_factor  # (T, 4, 8, 8)
+        with torch.inference_mode():
+            decoded = vae.decode(latents).sample  # (T, 3, 64, 64) in [-1, 1]
+        recon = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # (T, 64, 64, 3)
+        scores["psnr"].append(float(psnr_frames(recon, frames).mean()))
+        scores["ssim"].append(float(ssim_frames(recon, frames).mean()))
+    return {k: round(float(np.mean(v)), 3) for k, v in scores.items()}
+
+
+def names(text: str, words: tuple[str, ...] | list[str]) -> bool:
+    """Whether ``text`` contains any of ``words`` as whole words."""
+    return any(re.search(rf"\b{re.escape(w)}\b", text.lower()) for w in words)
+
+
+def caption_hits(root: Path, run: str) -> dict[str, float]:
+    """Fraction of test clips whose decoded caption names the true shape, colour, background, motion."""
+    captions = json.loads(layout.reconstruction_captions_path(layout.reconstructions_dir(root, run)).read_text())
+    design = np.load(layout.encoding_model_path(root, DEMO.name))
+    row = {str(s): i for i, s in enumerate(design["stimuli"])}
+    hits = {"shape": [], "colour": [], "shape or colour": [], "shape and colour": [], "background": [], "motion": []}
+    for stim, caption in captions.items():
+        i = row[stim]
+        shape = names(caption, _SHAPE_WORDS[str(design["shape"][i])])
+        colour = names(caption, [str(design["colour"][i])])
+        motion = _MOTION_WORDS[str(design["motion"][i])]
+        hits["shape"].append(shape)
+        hits["colour"].append(colour)
+        hits["shape or colour"].append(shape or colour)
+        hits["shape and colour"].append(shape and colour)
+        hits["background"].append(any(p.lower() in caption.lower() for p in _BACKGROUND_PHRASES[str(design["background"][i])]))
+        hits["motion"].append(names(caption, [w for w in motion[:3] if " " not in w]) or any(p in caption.lower() for p in motion[:3]))
+    return {k: float(np.mean(v)) for k, v in hits.items()}
+
+
+def metric_rows(root: Path, runs: list[str]) -> list[list[str]]:
+    """One row per evaluated run: the headline metrics with their chance / baseline."""
+    rows = []
+    for run in runs:
+        path = layout.metrics_path(layout.evaluation_dir(root, run))
+        if not path.exists():
+            continue
+        metrics = json.loads(path.read_text())["metrics"]
+        cells = []
+        for name in METRICS:
+            entry = metrics.get(name) or {}
+            ref = entry.get("chance") if entry.get("chance") is not None else entry.get("baseline")
+            cells.append("-" if "mean" not in entry else f"{entry['mean']:.3f}" + (f" ({ref:.3f})" if ref is not None else ""))
+        rows.append([run, *cells])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (unless --no-run) and report."""
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", required=True, help="a fresh (or finished, with --no-run) data root")
+    parser.add_argument("--no-run", action="store_true", help="only read the outputs of a finished run")
+    args = parser.parse_args(argv)
+    root = Path(args.data_root).resolve()
+    if not args.no_run:
+        if root.exists() and any(root.iterdir()):
+            raise SystemExit(f"{root} is not empty: the benchmark needs a fresh data root.")
+        first, peak, output = run_child(["--data-root", str(root)])
+        rerun, peak_rerun, _ = run_child(["--data-root", str(root)])
+        print(f"fresh run: {first:.0f} s, rerun: {rerun:.0f} s, peak RSS of the children: {max(peak, peak_rerun):.0f} MiB\n")
+        print(markdown_table(["stage", "status", "seconds"], stage_rows(output)))
+    fit_rows = []
+    for step in STEPS:
+        record = json.loads(layout.demo_fit_manifest_path(root, step).read_text())
+        shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in record["held_out_metrics"].items())
+        fit_rows.append([step, f"{record['seconds']}", shown])
+    print("\nfits (held-out train clips):\n")
+    print(markdown_table(["step", "seconds", "held-out metrics"], fit_rows))
+    print(f"\nVAE round trip on the test frames: {vae_round_trip(root)}\n")
+    runs = [RUN, f"{RUN}_z-gt_caption-gt", f"{RUN}_z-gt_caption-pred", f"{RUN}_z-pred_caption-gt"]
+    print(markdown_table(["run", *METRICS], metric_rows(root, runs)))
+    print(f"\ndecoded captions of {RUN} (test clips) naming the truth: {caption_hits(root, RUN)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

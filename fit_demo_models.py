@@ -1,0 +1,78 @@
+"""Stage 0b: fit the demo preset's models to the synthetic world (the demo only; see models/demo/).
+
+The demo preset (``--preset demo``) uses the same classes as the real models - AutoencoderKL,
+UNet3DConditionModel, CLIPTextModel + tokenizer and DPMSolverMultistepScheduler (Zeroscope),
+BlipForConditionalGeneration + processor, CLIPModel, ViTForImageClassification and
+VideoMAEForVideoClassification - at small sizes, with weights fitted here on the TRAIN-split
+clips of the synthetic demo only (every tenth of them held out for the fit metrics; test clips
+are never read). Each model is written in the Hugging Face ``save_pretrained`` layout under
+``<data root>/models_demo/`` and every stage loads it with ``from_pretrained``, as it loads real
+weights from ``--model-path``. Steps (models/demo/fit.py): vae, clip, zeroscope (the UNet, with
+the fitted CLIP's text tower as its text encoder), blip, image_classifier, video_classifier.
+
+Each step trains in ``checkpoints/demo_fit/<step>/`` (progress bars, log.csv; a killed fit
+resumes exactly on the next run) and writes ``models_demo/fit_<step>.json`` last: its settings
+and its metrics on the held-out train clips. A rerun skips the steps that are done; a step
+recorded with other settings is refused unless ``--overwrite``. CPU by default (the fitted
+weights are then bit-identical on every run); ``--device cuda`` fits on a GPU.
+
+These models know only the synthetic world: the demo's numbers show that the pipeline carries
+information from (simulated) brain activity to videos, not how well real brains decode.
+
+Examples:
+    python download_data.py --dataset demo && python fit_demo_models.py
+    python fit_demo_models.py --steps blip --overwrite          # refit one model
+    python fit_demo_models.py --data-root /tmp/demo --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+
+from models.demo.fit import STEPS, fit_all
+from utils import layout
+from utils.cli import DEFAULT_DATA_ROOT, parse_args, positive_float, positive_int, run_main
+from utils.datasets import DATASETS, get_spec
+from utils.locks import run_lock
+from utils.seeds import seed_everything
+
+STAGE = "fit_demo_models"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """This stage's flags (it loads no preset and reads no brain data)."""
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--config", default=None, metavar="FILE.yaml",
+        help="YAML file of flag values by flag name; flags on the command line win (default: none)",
+    )
+    parser.add_argument("--data-root", default=DEFAULT_DATA_ROOT, help="root of every artifact (default: %(default)s)")
+    synthetic = sorted(name for name, spec in DATASETS.items() if spec.synthetic)
+    parser.add_argument("--dataset", default="demo", choices=synthetic, help="the synthetic dataset to fit to (default: %(default)s)")
+    parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS), metavar="STEP",
+                        help=f"fit steps to run, in their order; any of {list(STEPS)} (default: all)")
+    parser.add_argument("--device", default="cpu", help="torch device of the fits: cpu or cuda (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every fit (default: %(default)s)")
+    parser.add_argument("--held-out-every", type=positive_int, default=10,
+                        help="keep every N-th train clip out of the fits, for the held-out fit metrics (default: %(default)s)")
+    parser.add_argument("--epoch-scale", type=positive_float, default=1.0,
+                        help="multiply every step's epochs by this (at least 1 epoch), e.g. 0.25 for a quick look; recorded in each "
+                        "fit_<step>.json (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="fit the selected steps again, replacing their models")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fit the selected steps; 0 on success."""
+    args = parse_args(build_parser(), argv)
+    if not get_spec(args.dataset).synthetic:
+        raise ValueError(f"--dataset {args.dataset}: fit_demo_models.py fits models to a synthetic dataset only.")
+    seed_everything(args.seed)
+    with run_lock(layout.demo_models_root(args.data_root), STAGE):
+        records = fit_all(args.data_root, args.device, args.seed, args.overwrite, tuple(args.steps), args.held_out_every, args.epoch_scale)
+    for step, record in records.items():
+        print(f"[{STAGE}] {step}: {record['folder']} ({record['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
