@@ -56,6 +56,7 @@ from models.demo.data import (
     FitStep,
     IndexedTensors,
     class_names,
+    in_eval_mode,
 )
 from models.training import TrainSettings
 from utils import layout, metrics
@@ -360,17 +361,6 @@ def export_folded(model: nn.Module, processor: Any, sizes: list[int], out_dir: P
     exported.classifier = fold_factored_head(model.classifier, sizes)
     exported.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-
-
-def in_eval_mode(model: nn.Module, fn: Any) -> Any:
-    """``fn()`` under ``torch.no_grad`` with ``model`` in eval mode (its mode restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return fn()
-    finally:
-        model.train(was_training)
 
 
 class MaskedClassifier(nn.Module):

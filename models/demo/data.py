@@ -145,6 +145,17 @@ class FitStep:
     groups: list[dict] | None = None
 
 
+def in_eval_mode(model: torch.nn.Module, fn: Any) -> Any:
+    """``fn()`` under ``torch.no_grad`` with ``model`` in eval mode (its mode restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return fn()
+    finally:
+        model.train(was_training)
+
+
 class IndexedTensors(torch.utils.data.Dataset):
     """Tensors sharing their first dimension, indexed by a list of ids -> a tuple of batches."""
 

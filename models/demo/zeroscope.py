@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from models import zoo
-from models.demo.data import ClipSet, DemoData, FitStep, IndexedTensors
+from models.demo.data import ClipSet, DemoData, FitStep, IndexedTensors, in_eval_mode
 from models.training import TrainSettings
 from models.video_diffusion import encode_prompts, to_unet_layout
 from utils import layout
@@ -120,17 +120,6 @@ UNET_TRAIN = TrainSettings(epochs=12, lr=2e-3, warmup_epochs=0.5, betas=(0.9, 0.
 def signed_frames(frames: torch.Tensor) -> torch.Tensor:
     """uint8 frames (N, H, W, 3) on any device -> float (N, 3, H, W) in [-1, 1] (what the VAE takes)."""
     return frames.float().div(127.5).sub(1.0).movedim(-1, -3)
-
-
-def in_eval_mode(model: nn.Module, fn: Any) -> Any:
-    """``fn()`` under ``torch.no_grad`` with ``model`` in eval mode (its mode restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return fn()
-    finally:
-        model.train(was_training)
 
 
 # ---------------------------------------------------------------- VAE
