@@ -14,7 +14,10 @@ Each step trains in ``checkpoints/demo_fit/<step>/`` (progress bars, log.csv; a 
 resumes exactly on the next run) and writes ``models_demo/fit_<step>.json`` last: its settings
 and its metrics on the held-out train clips. A rerun skips the steps that are done; a step
 recorded with other settings is refused unless ``--overwrite``. CPU by default (the fitted
-weights are then bit-identical on every run); ``--device cuda`` fits on a GPU.
+weights are then bit-identical on every run); ``--device cuda`` fits on a GPU. With ``--jobs N``
+(default: one per CPU core) independent steps fit side by side in N processes, each on one
+thread, a step starting once the steps it needs are done (zeroscope needs vae and clip); each
+process writes its step's progress to ``checkpoints/demo_fit/<step>.log``.
 
 These models know only the synthetic world: the demo's numbers show that the pipeline carries
 information from (simulated) brain activity to videos, not how well real brains decode.
@@ -30,7 +33,7 @@ import argparse
 
 from models.demo.fit import STEPS, fit_all
 from utils import layout
-from utils.cli import DEFAULT_DATA_ROOT, parse_args, positive_float, positive_int, run_main
+from utils.cli import DEFAULT_DATA_ROOT, nonnegative_int, parse_args, positive_float, positive_int, resolve_processes, run_main
 from utils.datasets import DATASETS, get_spec
 from utils.locks import run_lock
 from utils.seeds import seed_everything
@@ -57,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epoch-scale", type=positive_float, default=1.0,
                         help="multiply every step's epochs by this (at least 1 epoch), e.g. 0.25 for a quick look; recorded in each "
                         "fit_<step>.json (default: %(default)s)")
+    parser.add_argument("--jobs", type=nonnegative_int, default=0,
+                        help="worker processes fitting independent steps side by side, each on one thread (the weights are the "
+                        "same as one after another); 0 = one per usable CPU core on the CPU, 1 on a GPU (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="fit the selected steps again, replacing their models")
     return parser
 
@@ -68,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--dataset {args.dataset}: fit_demo_models.py fits models to a synthetic dataset only.")
     seed_everything(args.seed)
     with run_lock(layout.demo_models_root(args.data_root), STAGE):
-        records = fit_all(args.data_root, args.device, args.seed, args.overwrite, tuple(args.steps), args.held_out_every, args.epoch_scale)
+        records = fit_all(
+            args.data_root, args.device, args.seed, args.overwrite, tuple(args.steps), args.held_out_every, args.epoch_scale,
+            resolve_processes(args.jobs, args.device),
+        )
     for step, record in records.items():
         print(f"[{STAGE}] {step}: {record['folder']} ({record['seconds']} s)")
     return 0

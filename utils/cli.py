@@ -234,6 +234,21 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_processes(requested: int, device: str) -> int:
+    """Worker processes of a ``--jobs`` flag: ``requested`` when > 0; 0 (auto) = one per usable core on the
+    CPU (each runs one torch thread), one on a GPU."""
+    if requested > 0:
+        return requested
+    return usable_cores() if resolve_device(device) == "cpu" else 1
+
+
 def check_dtype(name: str, supported: Sequence[str], stage: str) -> None:
     """Refuse a --dtype the stage cannot apply (rather than printing it and running in another)."""
     if name not in supported:

@@ -68,7 +68,7 @@ IMAGE_MEAN = IMAGE_STD = (0.5, 0.5, 0.5)  # the ViT processor's normalisation
 BLUR_RADIUS = 3  # taps each side of the augmentation's Gaussian kernel
 METRIC_BLUR_SIGMA = 1.5  # the blur of the "blurred" held-out metrics (px)
 
-IMAGE_TRAIN = TrainSettings(epochs=7, lr=2e-3, warmup_epochs=1.0, betas=(0.9, 0.999), weight_decay=0.05, batch_size=64)
+IMAGE_TRAIN = TrainSettings(epochs=30, lr=2e-3, warmup_epochs=1.0, betas=(0.9, 0.999), weight_decay=0.05, batch_size=64)
 VIDEO_TRAIN = TrainSettings(epochs=60, lr=2e-3, warmup_epochs=3.0, betas=(0.9, 0.999), weight_decay=0.05, batch_size=16)
 
 

@@ -27,6 +27,7 @@ every machine with the same library versions).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import shutil
@@ -115,7 +116,7 @@ def run_step(
             raise ValueError(
                 f"{record_path}: the demo's {step} model was fitted with other settings; pass --overwrite to fit it again."
             )
-        print(f"[fit_demo_models] {step}: fitted before ({record_path}), kept")
+        print(f"[fit_demo_models] {step}: fitted before ({record_path}), kept", flush=True)
         return record
     if overwrite:
         record_path.unlink(missing_ok=True)
@@ -124,7 +125,7 @@ def run_step(
     start = time.perf_counter()
     status = training.run_status(run_dir)
     if status != "complete":
-        print(f"[fit_demo_models] {step}: fitting on {len(data.fit)} train clips ({'resumed' if status == 'interrupted' else 'new'})")
+        print(f"[fit_demo_models] {step}: fitting on {len(data.fit)} train clips ({'resumed' if status == 'interrupted' else 'new'})", flush=True)
         training.fit(
             built.model, built.groups or training.param_groups(built.model, built.settings.weight_decay), built.train_data,
             built.loss, built.settings, accelerator, run_dir, {"settings": settings}, {"settings": tuple(settings)},
@@ -145,20 +146,89 @@ def run_step(
     }
     write_json(record_path, record)
     shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-    print(f"[fit_demo_models] {step}: held-out {shown} -> {out_dir}")
+    print(f"[fit_demo_models] {step}: held-out {shown} -> {out_dir}", flush=True)
     return record
 
 
 def fit_all(
     data_root: str | Path | None, device_flag: str = "cpu", seed: int = 0, overwrite: bool = False, steps: tuple[str, ...] = tuple(STEPS),
-    held_out_every: int = 10, epoch_scale: float = 1.0,
+    held_out_every: int = 10, epoch_scale: float = 1.0, jobs: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Run ``steps`` (in the order of ``STEPS``); returns {step: record}. ``epoch_scale`` < 1 shortens
-    every fit (tests, quick looks); the records say what ran."""
+    every fit (tests, quick looks); the records say what ran. ``jobs`` > 1 fits independent steps
+    side by side in that many worker processes (:func:`fit_in_workers`), each on one thread, with the
+    same weights as one after another."""
+    chosen = [step for step in STEPS if step in steps]
+    if jobs > 1 and len(chosen) > 1:
+        return fit_in_workers(chosen, jobs, data_root, device_flag, seed, overwrite, held_out_every, epoch_scale)
     data = load_demo_data(data_root, held_out_every)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # CPU float results depend on the thread count: one thread makes a fit the same everywhere
     try:
-        return {step: run_step(step, data, data_root, device_flag, seed, overwrite, epoch_scale) for step in STEPS if step in steps}
+        return {step: run_step(step, data, data_root, device_flag, seed, overwrite, epoch_scale) for step in chosen}
     finally:
         torch.set_num_threads(threads)
+
+
+def step_log_path(data_root: str | Path | None, step: str) -> Path:
+    """Where a worker process writes the progress bars of its step: ``checkpoints/demo_fit/<step>.log``."""
+    run_dir = layout.demo_fit_run_dir(data_root, step)
+    return run_dir.parent / f"{step}.log"
+
+
+def fit_one_in_worker(
+    step: str, data_root: str | Path | None, device_flag: str, seed: int, overwrite: bool, held_out_every: int, epoch_scale: float,
+) -> dict[str, Any]:
+    """One step in a worker process, on one thread; its progress bars (stderr) appended to :func:`step_log_path`,
+    its messages on the shared stdout."""
+    torch.set_num_threads(1)
+    log = step_log_path(data_root, step)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as out, contextlib.redirect_stderr(out):
+        data = load_demo_data(data_root, held_out_every)
+        return run_step(step, data, data_root, device_flag, seed, overwrite, epoch_scale)
+
+
+def ready_steps(pending: list[str], finished: set[str], chosen: list[str]) -> list[str]:
+    """The pending steps whose needs among ``chosen`` have all finished, in order."""
+    return [step for step in pending if all(need in finished or need not in chosen for need in NEEDS.get(step, ()))]
+
+
+def fit_in_workers(
+    chosen: list[str], jobs: int, data_root: str | Path | None, device_flag: str, seed: int, overwrite: bool,
+    held_out_every: int, epoch_scale: float,
+) -> dict[str, dict[str, Any]]:
+    """Fit ``chosen`` in up to ``jobs`` spawned processes, each step starting once the steps it needs
+    (``NEEDS``) have finished. A failed step stops the others from starting; its error is raised
+    once the running ones end (their records are written, so a rerun keeps them)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    pending, finished = list(chosen), set()
+    records: dict[str, dict[str, Any]] = {}
+    running: dict[Future, str] = {}
+    error: BaseException | None = None
+    print(f"[fit_demo_models] {len(chosen)} steps in {min(jobs, len(chosen))} processes; each step's progress bars: "
+          f"{step_log_path(data_root, '<step>')}", flush=True)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(chosen)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        while pending or running:
+            if error is None:
+                for step in ready_steps(pending, finished, chosen)[: jobs - len(running)]:
+                    pending.remove(step)
+                    print(f"[fit_demo_models] {step}: started", flush=True)
+                    running[pool.submit(fit_one_in_worker, step, data_root, device_flag, seed, overwrite, held_out_every, epoch_scale)] = step
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                step = running.pop(future)
+                try:
+                    records[step] = future.result()
+                except BaseException as failure:  # noqa: BLE001 - re-raised below, after the running steps end
+                    error = error or failure
+                    print(f"[fit_demo_models] {step}: failed ({type(failure).__name__}: {failure}); see {step_log_path(data_root, step)}", flush=True)
+                    continue
+                finished.add(step)
+    if error is not None:
+        raise error
+    return {step: records[step] for step in chosen}

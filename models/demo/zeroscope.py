@@ -4,7 +4,7 @@ Two fit steps of ``models.demo.fit`` (``STEPS``), the same classes and ``save_pr
 as the real Zeroscope v2 576w:
 
 - ``vae`` (:func:`vae_step`): ``AutoencoderKL`` with 4 latent channels and 8x downsampling
-  (64 px frames -> 8 x 8 latents), fitted on every frame of the fit clips in [-1, 1] by a
+  (64 px frames -> 8 x 8 latents), fitted on the 15 target frames of the fit clips in [-1, 1] by a
   reconstruction loss (MSE of the decoding of a posterior sample) and a light KL term. Its
   ``scaling_factor`` is set at export to 1 / std of the posterior means of the fit clips'
   target frames, so the scaled latents ``models.targets.vae_latents`` stores have unit std.
@@ -110,8 +110,8 @@ class UnetConfig:
 
 
 VAE_TRAIN = TrainSettings(epochs=2, lr=3e-3, warmup_epochs=0.1, betas=(0.9, 0.99), min_lr_ratio=0.05, weight_decay=0.0, batch_size=8)
-UNET_TRAIN = TrainSettings(epochs=12, lr=2e-3, warmup_epochs=0.5, betas=(0.9, 0.99), min_lr_ratio=0.05, weight_decay=0.0, batch_size=8,
-                           val_every=4)
+UNET_TRAIN = TrainSettings(epochs=20, lr=2e-3, warmup_epochs=0.5, betas=(0.9, 0.99), min_lr_ratio=0.05, weight_decay=0.0, batch_size=8,
+                           val_every=10)
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -201,12 +201,14 @@ def vae_step(
     data: DemoData, data_root: str | Path | None, device: torch.device,
     settings: TrainSettings = VAE_TRAIN, config: VaeConfig = VaeConfig(),
 ) -> FitStep:
-    """The VAE's FitStep: batches of single frames drawn from every frame of every fit clip."""
+    """The VAE's FitStep: batches of single frames drawn from the target frames of every fit clip (the
+    15 frames per clip that ``extract_targets_zeroscope`` encodes and reconstructions decode)."""
     from diffusers import AutoencoderKL
 
-    n, t = data.fit.frames.shape[:2]
-    frames = torch.from_numpy(data.fit.frames.reshape(n * t, *data.fit.frames.shape[2:]))  # (N*T, H, W, 3) uint8
-    clip_of_frame = torch.arange(n).repeat_interleave(t)  # (N*T,)
+    clips = data.fit.target_frames()  # (N, 15, H, W, 3) uint8
+    n, t = clips.shape[:2]
+    frames = torch.from_numpy(clips.reshape(n * t, *clips.shape[2:]))  # (N*15, H, W, 3)
+    clip_of_frame = torch.arange(n).repeat_interleave(t)  # (N*15,)
     clip_means = signed_frames(torch.from_numpy(data.fit.frames)).mean(dim=1).to(device)  # (N, 3, H, W)
     held = torch.from_numpy(data.held_out.frames.reshape(-1, *data.held_out.frames.shape[2:]))
 
