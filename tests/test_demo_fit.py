@@ -108,4 +108,4 @@ def test_worker_processes_fit_the_same_models_and_report_a_failed_step(tmp_path:
             other = layout.demo_model_dir(two, folder) / weights.relative_to(layout.demo_model_dir(one, folder))
             assert other.read_bytes() == weights.read_bytes(), weights
     assert not layout.demo_fit_manifest_path(two, "zeroscope").exists()
-    assert fit.step_log_path(two, "image_classifier").stat().st_size > 0  # its progress bars
+    assert layout.demo_fit_log_path(two, "image_classifier").stat().st_size > 0  # its progress bars

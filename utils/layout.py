@@ -293,6 +293,11 @@ def demo_fit_run_dir(data_root: str | Path | None, step: str) -> Path:
     return checkpoint_dir(data_root, "demo_fit", step)
 
 
+def demo_fit_log_path(data_root: str | Path | None, step: str) -> Path:
+    """``checkpoints/demo_fit/<step>.log``: the progress bars of a fit step run in a worker process (``--jobs``)."""
+    return demo_fit_run_dir(data_root, step).parent / f"{step}.log"
+
+
 # ----------------------------------------------------------------------------- reconstructions and evaluation (stages 4-5)
 
 

@@ -170,19 +170,13 @@ def fit_all(
         torch.set_num_threads(threads)
 
 
-def step_log_path(data_root: str | Path | None, step: str) -> Path:
-    """Where a worker process writes the progress bars of its step: ``checkpoints/demo_fit/<step>.log``."""
-    run_dir = layout.demo_fit_run_dir(data_root, step)
-    return run_dir.parent / f"{step}.log"
-
-
 def fit_one_in_worker(
     step: str, data_root: str | Path | None, device_flag: str, seed: int, overwrite: bool, held_out_every: int, epoch_scale: float,
 ) -> dict[str, Any]:
-    """One step in a worker process, on one thread; its progress bars (stderr) appended to :func:`step_log_path`,
+    """One step in a worker process, on one thread; its progress bars (stderr) appended to ``layout.demo_fit_log_path``,
     its messages on the shared stdout."""
     torch.set_num_threads(1)
-    log = step_log_path(data_root, step)
+    log = layout.demo_fit_log_path(data_root, step)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as out, contextlib.redirect_stderr(out):
         data = load_demo_data(data_root, held_out_every)
@@ -209,7 +203,7 @@ def fit_in_workers(
     running: dict[Future, str] = {}
     error: BaseException | None = None
     print(f"[fit_demo_models] {len(chosen)} steps in {min(jobs, len(chosen))} processes; each step's progress bars: "
-          f"{step_log_path(data_root, '<step>')}", flush=True)
+          f"{layout.demo_fit_log_path(data_root, '<step>')}", flush=True)
     with ProcessPoolExecutor(max_workers=min(jobs, len(chosen)), mp_context=multiprocessing.get_context("spawn")) as pool:
         while pending or running:
             if error is None:
@@ -226,7 +220,7 @@ def fit_in_workers(
                     records[step] = future.result()
                 except BaseException as failure:  # noqa: BLE001 - re-raised below, after the running steps end
                     error = error or failure
-                    print(f"[fit_demo_models] {step}: failed ({type(failure).__name__}: {failure}); see {step_log_path(data_root, step)}", flush=True)
+                    print(f"[fit_demo_models] {step}: failed ({type(failure).__name__}: {failure}); see {layout.demo_fit_log_path(data_root, step)}", flush=True)
                     continue
                 finished.add(step)
     if error is not None:
