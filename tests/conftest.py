@@ -26,6 +26,44 @@ def pytest_configure(config) -> None:
     torch.set_num_threads(1)
 
 
+# Under pytest-xdist (the README's test command: ``-n 2 --dist loadfile --no-loadscope-reorder``) each test file is
+# one work unit, so its module fixtures are built once. The files that share the fitted small demo (session
+# fixtures ``fitted_demo`` and ``finished_demo_run``) form one unit, so it is fitted once. The longest units run first.
+FITTED_DEMO_FILES = ("tests/test_demo_fit.py", "tests/test_explore_notebook.py", "tests/test_pipeline_e2e.py")
+LONGEST_FIRST = (*FITTED_DEMO_FILES, "tests/test_fault_injection.py")
+FITTED_DEMO_FIXTURES = {"fitted_demo", "finished_demo_run"}
+
+
+def file_of(nodeid: str) -> str:
+    """``tests/test_x.py`` of a test's node id."""
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the files of LONGEST_FIRST first; refuse a fitted-demo test outside FITTED_DEMO_FILES (it would fit again)."""
+    strays = [item.nodeid for item in items
+              if FITTED_DEMO_FIXTURES & set(getattr(item, "fixturenames", ())) and file_of(item.nodeid) not in FITTED_DEMO_FILES]
+    if strays:
+        raise pytest.UsageError(f"tests/conftest.py: {strays} use the fitted small demo: add their files to FITTED_DEMO_FILES")
+    rank = {file: i for i, file in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(file_of(item.nodeid), len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with the FITTED_DEMO_FILES as one work unit (other modes: xdist's own scheduler)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FittedDemoTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = file_of(nodeid)
+            return "fitted_demo" if file in FITTED_DEMO_FILES else file
+
+    return FittedDemoTogether(config, log)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (skips the test when it is absent)."""

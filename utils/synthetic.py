@@ -93,6 +93,9 @@ FEATURE_GROUPS = ("category", "motion", "pixel")
 PIXEL_GRID = 4
 SMOOTH_SIGMA = 8.0  # vertices
 SUBJECT_MIX = 0.3
+# Stimuli are lossless H.264 (CRF 0): every process decodes the very frames rendered. At CRF 18 two processes under CPU
+# load wrote other bytes and other decoded pixels for 10 of 48 clips (bench/results_demo.md), so the fits moved.
+STIMULUS_CRF = 0
 REPEATS = {"train": DEMO.repeats["train"], "test": DEMO.repeats["test"]}
 
 README = """SYNTHETIC DATA - NOT fMRI, NOT BOLD Moments.
@@ -526,7 +529,7 @@ def make_demo(
             values, feature_names, groups = raw_features(design, frames)
             raws.append(values)
             if overwrite or not path.exists():
-                write_mp4(path, to_uint8(frames), fps)
+                write_mp4(path, to_uint8(frames), fps, crf=STIMULUS_CRF)
                 videos_written += 1
         raw = np.stack(raws)  # (N, F)
         features = standardise_features(raw, groups, np.arange(n_total) < n_train)  # (N, F)

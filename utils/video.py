@@ -30,8 +30,11 @@ sizes, so such a video reads back one pixel larger. The encoder runs single-thre
 automatic thread count follows the CPUs a process may use, and its frame decisions follow
 the thread count, so the same frames gave other bytes (and other decoded pixels) under
 another CPU affinity or on another machine. Now the same frames give the same bytes in
-every process with the same FFmpeg/x264 build (tested across processes and CPU
-affinities); clips are small, so one thread costs little. ``write_gif`` uses Pillow
+every process with the same FFmpeg/x264 build on a quiet machine (tested across processes
+and CPU affinities); clips are small, so one thread costs little. Under CPU load, CRF 18
+still came out different in another process for 10 of 48 small clips (cause unknown);
+lossless CRF 0 came out identical, so data that must decode to the same pixels in every
+process (the synthetic demo's stimuli) is written with ``crf=0``. ``write_gif`` uses Pillow
 (adaptive palette per frame, looping forever); GIF delays have a 10 ms resolution and
 Pillow merges identical consecutive frames into one longer frame. Every write is atomic.
 
@@ -286,8 +289,10 @@ X264_DETERMINISTIC = "threads=1:lookahead-threads=1:sliced-threads=0"
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18) -> None:
-    """Write uint8 (T, H, W, 3) RGB frames as H.264 mp4 (yuv420p; odd sizes padded to even), atomically;
-    deterministic: the same frames give the same bytes in every process."""
+    """Write uint8 (T, H, W, 3) RGB frames as H.264 mp4 (yuv420p; odd sizes padded to even), atomically.
+
+    One encoder thread; ``crf=0`` is lossless and decodes to the same pixels in every process (lossy CRFs may
+    differ in a few clips under CPU load: see the module docstring)."""
     frames = _pad_even(_check_frames(frames, "frames"))
     rate = _as_rate(fps)
     height, width = frames.shape[1:3]
