@@ -99,7 +99,7 @@ class UnetConfig:
     prediction_type: str = "v_prediction"
     uncond_prob: float = 0.15
     max_timestep: int = 1000
-    motion_weight: float = 0.0
+    motion_weight: float = 1.0
     train_frames: int | None = 8
     val_timesteps: tuple[int, ...] = (100, 300, 500, 700, 800)
     metric_clips: int = 6
