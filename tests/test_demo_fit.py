@@ -93,7 +93,7 @@ def test_worker_processes_fit_the_same_models_and_report_a_failed_step(tmp_path:
     steps = ("clip", "image_classifier")
     one, two = tmp_path / "one", tmp_path / "two"
     make_demo(one, n_subjects=1, n_train=20, n_test=4)
-    shutil.copytree(one, two)  # the same videos (a second make_demo may encode some mp4s differently: x264 across processes)
+    shutil.copytree(one, two)  # the same data, quicker than making it again
     fit.fit_all(one, steps=steps, epoch_scale=0.05)
     # zeroscope waits for clip, then fails (no vae fitted) while image_classifier goes on; the error comes after it ends
     with pytest.raises(FileNotFoundError, match="needs 'vae' first"):

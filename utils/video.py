@@ -284,7 +284,8 @@ def _pad_even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-# One encoder thread, one lookahead thread, no slices: the same frames give the same bytes in every process.
+# One encoder thread, one lookahead thread, no slices: the encoder's decisions do not follow the CPU count (for bytes that
+# match under CPU load as well, write lossless: see the module docstring).
 X264_DETERMINISTIC = "threads=1:lookahead-threads=1:sliced-threads=0"
 
 
