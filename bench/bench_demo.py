@@ -8,9 +8,17 @@ each with ``/proc``-free accounting: wall time, and the peak resident memory of 
 - the fit records (models_demo/fit_<step>.json): seconds and held-out metrics of each step;
 - the VAE round trip on the TEST frames (a measurement after the fit: PSNR / SSIM of
   encode -> decode with the fitted demo VAE, the same SSIM as evaluate.py);
-- the reconstruction metrics of the full prediction and of its oracles (evaluation/*/metrics.json);
+- the reconstruction metrics of the full prediction and of its oracles (evaluation/*/metrics.json),
+  each as mean +- its standard error over the test clips;
+- each oracle minus the full prediction, clip by clip (evaluation/*/per_sample.csv): the mean
+  difference +- its paired standard error, so "the oracle is above" can be read against the noise
+  of 24 clips;
 - how often the captions decoded from predicted BLIP embeddings name the true shape, colour,
-  background and motion of the test clip (reconstructions/<run>/captions.json against the demo's design).
+  background and motion of the test clip (reconstructions/<run>/captions.json against the demo's design);
+- what the demo's classifiers read in each run's test clips, against the demo's design: the image
+  classifier's top-1 shape, colour and background (factor marginals) on frames 0, 7 and 14 of the 15,
+  the video classifier's top-1 motion on the clip; the ground-truth clips first, as the classifiers'
+  own accuracy. A proxy for "a person recognises the shape, colour and motion", not a person.
 
     python bench/bench_demo.py --data-root /tmp/bench_demo
     python bench/bench_demo.py --data-root /tmp/bench_demo --no-run      # only read a finished run
@@ -18,6 +26,7 @@ each with ``/proc``-free accounting: wall time, and the peak resident memory of 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
@@ -32,9 +41,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from models.demo.data import FACTORS, IMAGE_FACTORS  # noqa: E402
 from models.demo.fit import STEPS  # noqa: E402
 from utils import layout  # noqa: E402
 from utils.datasets import DEMO, list_stimuli, stimulus_path  # noqa: E402
+from utils.metrics import mean_sem  # noqa: E402
 from utils.report import markdown_table  # noqa: E402
 from utils.synthetic import _BACKGROUND_PHRASES, _MOTION_WORDS, _SHAPE_WORDS  # noqa: E402
 
@@ -107,6 +118,43 @@ def caption_hits(root: Path, run: str) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in hits.items()}
 
 
+def design_labels(root: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The test stimuli and their design labels {factor: (N,) index into FACTORS[factor]}."""
+    design = np.load(layout.encoding_model_path(root, DEMO.name))
+    row = {str(s): i for i, s in enumerate(design["stimuli"])}
+    stimuli = list_stimuli(DEMO, "test", root)
+    return stimuli, {f: np.asarray([values.index(str(design[f][row[s]])) for s in stimuli]) for f, values in FACTORS.items()}
+
+
+def readout_rows(root: Path, runs: list[str]) -> list[list[str]]:
+    """What the demo's image and video classifiers read in the ground-truth test clips and in each run's."""
+    from models import zoo
+    from models.demo.classifiers import factor_accuracies
+    from models.demo.data import N_TARGET_FRAMES, VIDEO_FACTORS
+    from utils.evaluation_data import find_clips, read_clip
+    from utils.metrics import image_class_probs, video_class_probs
+    from utils.video import read_video, sample_indices
+
+    image_model, image_processor = zoo.load_image_classifier("demo", data_root=root)
+    video_model, video_processor = zoo.load_video_classifier("demo", data_root=root)
+    stimuli, labels = design_labels(root)
+    frames_read = [0, N_TARGET_FRAMES // 2, N_TARGET_FRAMES - 1]
+    truth = [read_video(stimulus_path(root, DEMO, s)) for s in stimuli]  # (T, H, W, 3) each
+    clip_sets = {"ground truth": [clip[sample_indices(len(clip), N_TARGET_FRAMES)] for clip in truth]}  # the targets' 15 frames
+    for run in runs:
+        if layout.reconstructions_dir(root, run).is_dir():
+            found = dict(find_clips(root, run))
+            clip_sets[run] = [read_clip(found[s])[0] for s in stimuli]
+    rows = []
+    for name, clips in clip_sets.items():
+        probs = np.stack([image_class_probs(image_model, image_processor, clip[frames_read]) for clip in clips])  # (N, 3, C)
+        per_frame = np.repeat(np.arange(len(clips)), len(frames_read))
+        image = factor_accuracies(probs.reshape(-1, probs.shape[-1]), {f: labels[f][per_frame] for f in IMAGE_FACTORS}, IMAGE_FACTORS)
+        video = factor_accuracies(video_class_probs(video_model, video_processor, clips), labels, VIDEO_FACTORS)
+        rows.append([name, *(f"{image[f'top1_{f}']:.2f}" for f in IMAGE_FACTORS), f"{video['top1_motion']:.2f}"])
+    return rows
+
+
 def metric_rows(root: Path, runs: list[str]) -> list[list[str]]:
     """One row per evaluated run: the headline metrics with their chance / baseline."""
     rows = []
@@ -119,8 +167,34 @@ def metric_rows(root: Path, runs: list[str]) -> list[list[str]]:
         for name in METRICS:
             entry = metrics.get(name) or {}
             ref = entry.get("chance") if entry.get("chance") is not None else entry.get("baseline")
-            cells.append("-" if "mean" not in entry else f"{entry['mean']:.3f}" + (f" ({ref:.3f})" if ref is not None else ""))
+            shown = "-" if "mean" not in entry else f"{entry['mean']:.3f} ± {entry['sem']:.3f}"
+            cells.append(shown + (f" ({ref:.3f})" if ref is not None and "mean" in entry else ""))
         rows.append([run, *cells])
+    return rows
+
+
+def per_clip(root: Path, run: str) -> dict[str, dict[str, float]]:
+    """{stimulus: {metric: value}} of a run's evaluation/<run>/per_sample.csv (the METRICS columns it has)."""
+    with layout.per_sample_path(layout.evaluation_dir(root, run)).open(newline="") as handle:
+        return {row["stimulus"]: {m: float(row[m]) for m in METRICS if row.get(m) not in (None, "")} for row in csv.DictReader(handle)}
+
+
+def paired_rows(root: Path, base: str, others: list[str]) -> list[list[str]]:
+    """One row per run of ``others``: its per-clip metric minus ``base``'s on the same clips, mean ± paired SEM."""
+    reference = per_clip(root, base)
+    rows = []
+    for run in others:
+        if not layout.per_sample_path(layout.evaluation_dir(root, run)).exists():
+            continue
+        scores = per_clip(root, run)
+        if set(scores) != set(reference):
+            raise SystemExit(f"{run} and {base} scored other clips: {sorted(set(scores) ^ set(reference))[:5]}")
+        cells = []
+        for name in METRICS:
+            diffs = [scores[s][name] - reference[s][name] for s in reference if name in scores[s] and name in reference[s]]
+            mean, sem = mean_sem(np.asarray(diffs)) if diffs else (None, None)
+            cells.append("-" if mean is None else f"{mean:+.3f} ± {sem:.3f}")
+        rows.append([f"{run} - {base}", *cells])
     return rows
 
 
@@ -148,7 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nVAE round trip on the test frames: {vae_round_trip(root)}\n")
     runs = [RUN, f"{RUN}_z-gt_caption-gt", f"{RUN}_z-gt_caption-pred", f"{RUN}_z-pred_caption-gt"]
     print(markdown_table(["run", *METRICS], metric_rows(root, runs)))
+    print(f"\nper clip, each oracle minus {RUN} (mean ± paired SEM over the test clips):\n")
+    print(markdown_table(["difference", *METRICS], paired_rows(root, RUN, runs[1:])))
     print(f"\ndecoded captions of {RUN} (test clips) naming the truth: {caption_hits(root, RUN)}")
+    chance = ", ".join(f"{f} {1 / len(FACTORS[f]):.2f}" for f in (*IMAGE_FACTORS, "motion"))
+    print(f"\nthe demo classifiers' top-1 on the test clips (image: frames 0, 7, 14; video: the clip; chance {chance}):\n")
+    print(markdown_table(["clips", *IMAGE_FACTORS, "motion"], readout_rows(root, runs)))
     return 0
 
 
