@@ -118,26 +118,19 @@ def caption_hits(root: Path, run: str) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in hits.items()}
 
 
-def design_labels(root: Path) -> tuple[list[str], dict[str, np.ndarray]]:
-    """The test stimuli and their design labels {factor: (N,) index into FACTORS[factor]}."""
-    design = np.load(layout.encoding_model_path(root, DEMO.name))
-    row = {str(s): i for i, s in enumerate(design["stimuli"])}
-    stimuli = list_stimuli(DEMO, "test", root)
-    return stimuli, {f: np.asarray([values.index(str(design[f][row[s]])) for s in stimuli]) for f, values in FACTORS.items()}
-
-
 def readout_rows(root: Path, runs: list[str]) -> list[list[str]]:
     """What the demo's image and video classifiers read in the ground-truth test clips and in each run's."""
     from models import zoo
     from models.demo.classifiers import factor_accuracies
-    from models.demo.data import N_TARGET_FRAMES, VIDEO_FACTORS
+    from models.demo.data import N_TARGET_FRAMES, VIDEO_FACTORS, design_labels
     from utils.evaluation_data import find_clips, read_clip
     from utils.metrics import image_class_probs, video_class_probs
     from utils.video import read_video, sample_indices
 
     image_model, image_processor = zoo.load_image_classifier("demo", data_root=root)
     video_model, video_processor = zoo.load_video_classifier("demo", data_root=root)
-    stimuli, labels = design_labels(root)
+    stimuli = list_stimuli(DEMO, "test", root)
+    labels = design_labels(root, stimuli)
     frames_read = [0, N_TARGET_FRAMES // 2, N_TARGET_FRAMES - 1]
     truth = [read_video(stimulus_path(root, DEMO, s)) for s in stimuli]  # (T, H, W, 3) each
     clip_sets = {"ground truth": [clip[sample_indices(len(clip), N_TARGET_FRAMES)] for clip in truth]}  # the targets' 15 frames

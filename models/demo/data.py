@@ -93,15 +93,20 @@ def check_train_only(data_root: str | Path | None, stimuli: tuple[str, ...] | li
         raise ValueError(f"Demo fits may read train-split stimuli only; {bad[:5]} are not in the train split of {layout.root(data_root)}.")
 
 
-def load_clips(data_root: str | Path | None, stimuli: list[str]) -> ClipSet:
-    """Read the videos, labels and captions of train-split ``stimuli``."""
-    check_train_only(data_root, stimuli)
+def design_labels(data_root: str | Path | None, stimuli: list[str]) -> dict[str, np.ndarray]:
+    """The demo design's labels of ``stimuli`` (any split; no video is read): factor -> int64 (N,) index into ``FACTORS[factor]``."""
     design = np.load(layout.encoding_model_path(data_root, DEMO.name))
     row = {str(s): i for i, s in enumerate(design["stimuli"])}
-    labels = {
+    return {
         factor: np.asarray([values.index(str(design[factor][row[s]])) for s in stimuli], dtype=np.int64)
         for factor, values in FACTORS.items()
     }
+
+
+def load_clips(data_root: str | Path | None, stimuli: list[str]) -> ClipSet:
+    """Read the videos, labels and captions of train-split ``stimuli``."""
+    check_train_only(data_root, stimuli)
+    labels = design_labels(data_root, stimuli)
     notes = load_annotations(data_root, DEMO.name)
     captions = tuple(tuple(notes[s]["text_descriptions"]) for s in stimuli)
     frames = np.stack([read_video(stimulus_path(data_root, DEMO, s)) for s in stimuli])  # (N, T, H, W, 3)
