@@ -41,7 +41,14 @@ from utils.indiv import indiv_source, write_prepared_from_indiv, write_subject_i
 from utils.io import write_manifest
 from utils.locks import RunLockedError
 from utils.prepare import NAN_POLICIES, is_prepared, prepare_subject, source_pickle_path, summary_text
-from utils.synthetic import DEMO_FLAGS, add_demo_arguments, check_demo_subjects, demo_settings, make_demo
+from utils.synthetic import (
+    DEMO_FLAGS,
+    add_demo_arguments,
+    check_demo_subject_flags,
+    check_demo_subjects,
+    demo_settings,
+    make_demo,
+)
 
 # Flags of the network download only, and of the conversions only (errors when given elsewhere).
 DOWNLOAD_FLAGS = ("what", "retries", "backoff", "verify", "drive_ids", "accept_stimuli_terms", "timeout")
@@ -122,7 +129,8 @@ def run_download(args, spec: DatasetSpec) -> int:
 
 
 def run_demo(args) -> int:
-    """Synthesise the demo dataset."""
+    """Synthesise the demo dataset (every subject of --n-subjects; --subjects, when given, must be among them)."""
+    check_demo_subject_flags(args.subjects, args.n_subjects)
     if args.dry_run:
         print(f"would write the demo ({args.n_subjects} subjects, {args.n_train}+{args.n_test} videos) under {args.data_root}")
         return 0
@@ -170,7 +178,7 @@ def run_convert(args, spec: DatasetSpec) -> int:
     else:
         subjects = subjects_on_disk(args.data_root, spec, args.roi_set, need)
         if not subjects:
-            make = download_command(spec)
+            make = download_command(spec, data_root=args.data_root)
             if need == "prepared":
                 make += " --prepare"
             raise FileNotFoundError(f"No {spec.name} subject with its {need} input under {layout.root(args.data_root)}: run `{make}` first.")

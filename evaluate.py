@@ -65,8 +65,8 @@ from typing import Any
 
 from models import zoo
 from utils import evaluation_data, layout, provenance, report, scoring
-from utils.cli import common_parser, parse_args, positive_int, resolve_device, resolve_dtype, run_main
-from utils.datasets import get_spec, stimulus_path
+from utils.cli import common_parser, parse_args, positive_int, resolve_device, resolve_dtype, run_main, run_name
+from utils.datasets import check_stimuli, get_spec, stimulus_path
 from utils.io import jsonable, remove_stale_temps, write_manifest
 from utils.locks import run_lock
 from utils.report import ClipMedia, ReportSettings, RunEvaluation
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Common flags plus the evaluation settings (defaults from EvaluationSettings and ReportSettings)."""
     parser = common_parser(__doc__, presets=zoo.PRESETS)
     parser.add_argument(
-        "--reconstructions", nargs="+", default=None, metavar="RUN",
+        "--reconstructions", nargs="+", type=run_name, default=None, metavar="RUN",
         help="reconstruction runs to evaluate (folders under reconstructions/); default: every run found",
     )
     parser.add_argument(
@@ -104,12 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. '{:04d}' for BMD's 4-digit names (default: none)",
     )
     parser.add_argument(
-        "--method", default=None,
+        "--method", type=run_name, default=None,
         help="with --videos: name of the method whose videos these are (metrics.json, the report, evaluation/<method>/; "
         "default: the folder's name)",
     )
     parser.add_argument(
-        "--predictions-run", default=None,
+        "--output-root", default=None, metavar="DIR",
+        help="write evaluation/<run>/ under this folder instead of --data-root, e.g. when the data root is read-only; the "
+        "inputs are still read from --data-root (default: --data-root)",
+    )
+    parser.add_argument(
+        "--predictions-run", type=run_name, default=None,
         help="run under predictions/ whose metrics.json to include (default: the same name as each reconstruction run)",
     )
     parser.add_argument(
@@ -191,16 +196,20 @@ def evaluation_settings(args: argparse.Namespace) -> EvaluationSettings:
     )
 
 
-def run_name(args: argparse.Namespace) -> str:
-    """The name of the evaluation of --videos: --method, else the folder's name."""
-    return args.method or Path(args.videos).resolve().name
+def videos_run_name(args: argparse.Namespace) -> str:
+    """The name of the evaluation of --videos: --method, else the folder's name (which must be a safe name)."""
+    if args.method:
+        return args.method
+    return layout.check_name(Path(args.videos).resolve().name, f"--videos {args.videos}: the folder's name (give --method NAME instead)")
 
 
 def find_clips(args: argparse.Namespace, run: str) -> list[tuple[str, Path]]:
     """(stimulus, path) of the clips of a reconstruction run, or of the --videos folder."""
-    if args.videos is None:
-        return evaluation_data.find_clips(args.data_root, run)[: args.limit]
     spec = get_spec(args.dataset)
+    if args.videos is None:
+        clips = evaluation_data.find_clips(args.data_root, run)
+        check_stimuli(spec, [stim for stim, _ in clips], f"reconstruction run {layout.reconstructions_dir(args.data_root, run)}")
+        return clips[: args.limit]
     return evaluation_data.find_folder_clips(args.videos, args.name_pattern, args.name_format, spec.canonical)[: args.limit]
 
 
@@ -275,6 +284,16 @@ def evaluate_run(args: argparse.Namespace, settings: EvaluationSettings, run: st
     return RunEvaluation(result, stimuli, scores.full_columns(len(stimuli)), text, humans, media, label, blip)
 
 
+def check_run_inputs(args: argparse.Namespace, runs: list[str]) -> None:
+    """Before any scoring: read every run's decoded captions and regression metrics, so a corrupt or ill-typed
+    file is named now rather than after the clips are scored."""
+    if args.videos is not None:
+        return
+    for run in runs:
+        evaluation_data.decoded_captions(args.data_root, run)
+        evaluation_data.read_regression_metrics(args.data_root, args.predictions_run or run)
+
+
 def run_key(args: argparse.Namespace, run: str) -> str:
     """The inputs fingerprint of a run's evaluation: its clips, captions, regression metrics and the settings."""
     clips = find_clips(args, run)
@@ -309,28 +328,30 @@ def main(argv: list[str] | None = None) -> int:
     report_settings = ReportSettings(
         report_size=args.report_size, embed_media=args.embed_media, random_models=zoo.has_random_weights(args.preset)
     )
-    runs = [run_name(args)] if args.videos is not None else args.reconstructions or evaluation_data.find_runs(args.data_root)
+    runs = [videos_run_name(args)] if args.videos is not None else args.reconstructions or evaluation_data.find_runs(args.data_root)
     if not runs:
         raise FileNotFoundError(f"No reconstruction runs under {layout.reconstructions_root(args.data_root)}: run reconstruct_zeroscope.py first.")
     if args.predictions_run and not layout.regression_metrics_path(args.data_root, args.predictions_run).exists():
         raise FileNotFoundError(
             f"--predictions-run {args.predictions_run}: there is no {layout.regression_metrics_path(args.data_root, args.predictions_run)}; "
-            f"run `python regress.py --run {args.predictions_run}` first, or drop --predictions-run."
+            f"run `python regress.py{layout.root_flag(args.data_root)} --run {args.predictions_run}` first, or drop --predictions-run."
         )
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    out_root = args.output_root or args.data_root
 
     # Runs whose inputs and settings are unchanged keep their earlier results (unless --overwrite).
     keys = {run: run_key(args, run) for run in runs}
     pending, done = [], {}
     for run, key in keys.items():
-        out_dir = layout.evaluation_dir(args.data_root, run)
+        out_dir = layout.evaluation_dir(out_root, run)
         previous = None if args.overwrite else evaluation_data.is_evaluated(out_dir, key)
         if previous is not None:
             print(f"[evaluate] {run}: inputs unchanged, keeping {out_dir} (--overwrite redoes it)")
             done[run] = previous
         else:
             pending.append(run)
+    check_run_inputs(args, pending)
     # A full prediction's report tables its oracle variants: it is redone when their results change.
     oracles = {} if args.videos is not None else {
         run: evaluation_data.find_oracles(args.data_root, run, args.dataset) for run in runs if evaluation_data.is_main_run(args.data_root, run)
@@ -339,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as held:  # one evaluation at a time per output folder; a killed one's temp files go
         recorded = evaluation_data.fingerprint_settings(args)  # what settings.json records: the flags that change the numbers
         for run in [r for r in runs if r in pending or r in oracles]:
-            out_dir = layout.evaluation_dir(args.data_root, run)
+            out_dir = layout.evaluation_dir(out_root, run)
             held.enter_context(run_lock(out_dir, STAGE))
             for folder in (out_dir, layout.figures_dir(out_dir), layout.media_dir(out_dir)):
                 remove_stale_temps(folder)
@@ -363,16 +384,16 @@ def main(argv: list[str] | None = None) -> int:
         for run in pending:
             evaluate_pending(run)
         for run, found in oracles.items():
-            record = evaluation_data.oracle_record(found, evaluation_data.oracle_results(args.data_root, found, done, partial(run_key, args)))
+            record = evaluation_data.oracle_record(found, evaluation_data.oracle_results(out_root, found, done, partial(run_key, args)))
             if run not in computed and jsonable(record) != jsonable({k: done[run].get(k) for k in record}):
                 print(f"[evaluate] {run}: its oracle variants changed, evaluating it again")
                 evaluate_pending(run)
-                record = evaluation_data.oracle_record(found, evaluation_data.oracle_results(args.data_root, found, done, partial(run_key, args)))
+                record = evaluation_data.oracle_record(found, evaluation_data.oracle_results(out_root, found, done, partial(run_key, args)))
             done[run].update(record)
 
         panels = scoring.subject_groups(figure_results(list(done.values()), args.data_root), report_settings.random_models)
         for run, (evaluation, seconds) in computed.items():
-            out_dir = report.write_evaluation(layout.evaluation_dir(args.data_root, run), evaluation, panels, report_settings, scoring.clip_card_scores)
+            out_dir = report.write_evaluation(layout.evaluation_dir(out_root, run), evaluation, panels, report_settings, scoring.clip_card_scores)
             source = "videos" if args.videos is not None else "reconstructions"
             write_manifest(
                 out_dir, STAGE, args, inputs={source: evaluation.result["protocol"]["source"]},
@@ -380,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             provenance.write_settings(out_dir, STAGE, recorded)
     for run, result in done.items():
-        print(f"[evaluate] {run}: {result['n_clips']} clips -> {layout.report_path(layout.evaluation_dir(args.data_root, run))}")
+        print(f"[evaluate] {run}: {result['n_clips']} clips -> {layout.report_path(layout.evaluation_dir(out_root, run))}")
         print(f"[evaluate] {run}: {scoring.headline(result, report_settings.random_models)}")
     return 0
 

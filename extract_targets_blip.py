@@ -211,7 +211,7 @@ def extract(args: argparse.Namespace, jobs: list[targets.Job], notes: dict | Non
             captions=str(captions_file) if args.captions else None, ran={"device": device, "dtype": str(dtype).removeprefix("torch.")},
             **targets.manifest_records(previous[target], stats),
         )
-    return targets.print_summary(stats, captions_file.parent, targets.fetch_command(args.dataset))
+    return targets.print_summary(stats, captions_file.parent, targets.fetch_command(args.dataset, args.data_root))
 
 
 if __name__ == "__main__":

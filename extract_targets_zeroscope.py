@@ -150,7 +150,7 @@ def extract_latents(args: argparse.Namespace, jobs: list[targets.Job], device: s
         out_dir, STAGE, args, inputs={"stimuli": str(layout.stimuli_dir(args.data_root, args.dataset)), "model": model},
         counts=stats.counts(), shape=list(shape), frame_size=size, ran=ran(device, dtype), **targets.manifest_records(previous, stats),
     )
-    return targets.print_summary(stats, out_dir, targets.fetch_command(args.dataset))
+    return targets.print_summary(stats, out_dir, targets.fetch_command(args.dataset, args.data_root))
 
 
 def extract_conditioning(args: argparse.Namespace, jobs: list[targets.Job], device: str, dtype) -> int:

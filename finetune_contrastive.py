@@ -44,7 +44,7 @@ import numpy as np
 from models import contrastive, training, zoo
 from models.mbm import MaskedBrainModel, load_mbm, resolve_mbm_run
 from utils import brain_data, layout, provenance
-from utils.cli import common_parser, fraction, nonnegative_float, parse_args, positive_int, resolve_device, run_main
+from utils.cli import common_parser, fraction, nonnegative_float, parse_args, positive_int, resolve_device, run_main, run_name
 from utils.io import is_complete_npy, read_json, remove_stale_temps, sha256_file, write_manifest
 from utils.locks import run_lock
 
@@ -67,7 +67,7 @@ def build_parser():
     """Common flags plus this stage's own; defaults from ``DEFAULTS`` and ``HeadConfig``."""
     parser = common_parser(__doc__, presets=zoo.PRESETS, multi_dataset=True, roi_set=True)
     parser.set_defaults(batch_size=DEFAULTS.batch_size)
-    parser.add_argument("--run", default=None, help="run name: checkpoints/contrastive/<run>/ and embeddings/<run>/ (default: the --preset name)")
+    parser.add_argument("--run", type=run_name, default=None, help="run name: checkpoints/contrastive/<run>/ and embeddings/<run>/ (default: the --preset name)")
     parser.add_argument(
         "--mbm", default=None,
         help="MBM encoder to start from: a train_mbm.py run name, a checkpoint folder or file, a published sub-XX.pth, "

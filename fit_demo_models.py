@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes fitting independent steps side by side, each on one thread (the weights are the "
                         "same as one after another); 0 = one per usable CPU core on the CPU, 1 on a GPU (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="fit the selected steps again, replacing their models")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of every error (default: one line for expected errors)")
     return parser
 
 

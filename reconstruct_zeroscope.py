@@ -87,10 +87,21 @@ from utils.cli import (
     resolve_device,
     resolve_dtype,
     run_main,
+    run_name,
     unit_float,
 )
-from utils.datasets import get_spec, list_stimuli
-from utils.io import load_npy, read_json, remove_stale_temps, save_npy, write_json, write_manifest
+from utils.datasets import check_stimuli, get_spec, list_stimuli
+from utils.io import (
+    check_finite,
+    jsonable,
+    load_npy,
+    read_captions,
+    read_json,
+    remove_stale_temps,
+    save_npy,
+    write_json,
+    write_manifest,
+)
 from utils.locks import run_lock
 from utils.seeds import seed_everything, stimulus_seed
 from utils.targets import as_stored_shape, check_targets_exist, target_settings
@@ -110,14 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(batch_size=4)
     caption, embeds = DIFFUSION_DEFAULTS["caption"], DIFFUSION_DEFAULTS["c_zeroscope"]
     recipe = get_recipe(DEFAULT_RECIPE)
-    parser.add_argument("--run", "--predictions", dest="run", default=None, help="predictions run to reconstruct: predictions/<run>/ (default: none; needed unless --source targets)")
+    parser.add_argument("--run", "--predictions", dest="run", type=run_name, default=None, help="predictions run to reconstruct: predictions/<run>/ (default: none; needed unless --source targets)")
     parser.add_argument("--source", default="predictions", choices=("predictions", "targets"), help="default for --z-from/--caption-from: 'predictions' = pred, 'targets' = gt (default: %(default)s)")
     parser.add_argument("--z-from", default=None, choices=("pred", "gt"), help="initial latents: predicted or ground-truth (default: from --source)")
     parser.add_argument("--caption-from", default=None, choices=("pred", "gt", "none"), help="text condition: with --condition caption the caption decoded from the predicted BLIP embedding, the ground-truth BLIP caption, or none; with --condition c_zeroscope the predicted or the true c_zeroscope embeddings (none is refused) (default: from --source)")
     parser.add_argument("--condition", default="caption", choices=CONDITIONS, help="what conditions the UNet: a caption (encoded by the text encoder) or c_zeroscope prompt embeddings fed directly (default: %(default)s)")
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES), help="defaults of --caption-beams and --caption-slash-to-space: 'original' = the Brain Netflix code's (greedy, '/' -> space), see models/recipes.py (default: %(default)s)")
     parser.add_argument("--subset", default="test", choices=("train", "test", "all"), help="stimuli to reconstruct when nothing comes from predictions (default: %(default)s)")
-    parser.add_argument("--output-run", default=None, help="output folder name under reconstructions/ (default: derived, see above)")
+    parser.add_argument("--output-run", type=run_name, default=None, help="output folder name under reconstructions/ (default: derived, see above)")
     parser.add_argument("--steps", type=positive_int, default=None, help=f"length of the DPM-Solver schedule (default: {caption.steps} with --condition caption, {embeds.steps} with c_zeroscope)")
     parser.add_argument("--strength", type=unit_float, default=None, help=f"how far the latents are re-noised, 0 = decode only, 1 = from pure noise (default: {caption.strength} with --condition caption, {embeds.strength} with c_zeroscope)")
     parser.add_argument("--guidance-scale", type=nonnegative_float, default=DiffusionSettings.guidance_scale, help="classifier-free guidance weight, <= 1 disables it (default: %(default)s)")
@@ -196,7 +207,7 @@ def missing_predictions_error(data_root: str, run: str, target: str, dataset: st
     runs = sorted(p.parent.name for p in runs_root.glob(f"*/{target}")) if runs_root.exists() else []
     what = f"Missing predictions {folder}" if missing is None else f"Predictions {folder} lack {len(missing)} stimuli (e.g. {missing[:5]})"
     return FileNotFoundError(
-        f"{what}: run `python regress.py --target {target} --test-on {dataset} --run {run}` first. "
+        f"{what}: run `python regress.py{layout.root_flag(data_root)} --target {target} --test-on {dataset} --run {run}` first. "
         f"Runs with {target} predictions: {runs or 'none'}."
     )
 
@@ -208,7 +219,7 @@ def select_stimuli(args: argparse.Namespace, z_from: str, caption_from: str) -> 
     if "pred" in (z_from, caption_from):
         target = "z_zeroscope" if z_from == "pred" else condition_target
         folder = layout.predictions_dir(root, args.run, target)
-        stimuli = list_npy(folder) if folder.is_dir() else []
+        stimuli = check_stimuli(get_spec(args.dataset), list_npy(folder) if folder.is_dir() else [], f"predictions folder {folder}")
         if not stimuli:
             raise missing_predictions_error(root, args.run, target, args.dataset)
     else:
@@ -218,7 +229,7 @@ def select_stimuli(args: argparse.Namespace, z_from: str, caption_from: str) -> 
         if missing:
             raise FileNotFoundError(
                 f"Ground-truth latents missing for {len(missing)} stimuli in {layout.targets_dir(root, args.dataset, 'z_zeroscope')} "
-                f"(e.g. {missing[:5]}): run `python extract_targets_zeroscope.py --dataset {args.dataset}` first."
+                f"(e.g. {missing[:5]}): run `python extract_targets_zeroscope.py --dataset {args.dataset}{layout.root_flag(root)}` first."
             )
     if caption_from == "pred" and z_from == "pred":
         missing = [s for s in stimuli if not layout.prediction_path(root, args.run, condition_target, s).exists()]
@@ -230,9 +241,10 @@ def select_stimuli(args: argparse.Namespace, z_from: str, caption_from: str) -> 
     return stimuli[: args.limit] if args.limit else stimuli
 
 
-def expected_latent_shape(args: argparse.Namespace, stimulus: str, channels: int) -> tuple[int, int, int, int]:
+def expected_latent_shape(args: argparse.Namespace, stimulus: str, channels: int | None = None) -> tuple[int, int, int, int] | None:
     """(frames, channels, h, w) predictions must have: the ground-truth target's shape when it
-    exists, else 15 frames at the preset's default latent size (33x33 real, 8x8 tiny).
+    exists, else 15 frames at the preset's default latent size (33x33 real, 8x8 tiny) with the
+    model's ``channels`` (None when those are not known yet).
 
     Raises when the ground-truth latents have no record of their settings, or were extracted
     with another ``--preset`` (their record says which), since predictions regressed on them
@@ -244,12 +256,14 @@ def expected_latent_shape(args: argparse.Namespace, stimulus: str, channels: int
         if made_with is not None and made_with != args.preset:
             raise ValueError(
                 f"--preset {args.preset!r} does not match the latents in {target.parent}, made with preset "
-                f"{made_with!r}: pass --preset {made_with}, or rerun `python extract_targets_zeroscope.py --dataset "
+                f"{made_with!r}: pass --preset {made_with}, or rerun `python extract_targets_zeroscope.py{layout.root_flag(args.data_root)} --dataset "
                 f"{args.dataset} --preset {args.preset} --overwrite` and the regression."
             )
         shape = tuple(np.load(target, mmap_mode="r").shape)
         if len(shape) == 4:
             return shape  # type: ignore[return-value]
+    if channels is None:
+        return None
     size = zoo.latent_size(zoo.zeroscope_frame_size(args.preset))
     return (targets.N_FRAMES, channels, size, size)
 
@@ -257,9 +271,9 @@ def expected_latent_shape(args: argparse.Namespace, stimulus: str, channels: int
 def remake_command(args: argparse.Namespace, target: str, source: str) -> str:
     """The command that writes an input of ``target`` ('z_zeroscope', 'blip', 'c_zeroscope') again."""
     if source == "pred":
-        return f"rerun `python regress.py --target {target} --test-on {args.dataset} --run {args.run} --overwrite`"
+        return f"rerun `python regress.py{layout.root_flag(args.data_root)} --target {target} --test-on {args.dataset} --run {args.run} --overwrite`"
     script = "extract_targets_zeroscope.py" if target in ("z_zeroscope", "c_zeroscope") else "extract_targets_blip.py"
-    return f"rerun `python {script} --dataset {args.dataset} --overwrite`"
+    return f"rerun `python {script} --dataset {args.dataset}{layout.root_flag(args.data_root)} --overwrite`"
 
 
 def input_files(args: argparse.Namespace, z_from: str, caption_from: str, stimulus: str) -> list[tuple[Path, str]]:
@@ -273,17 +287,25 @@ def input_files(args: argparse.Namespace, z_from: str, caption_from: str, stimul
 
 
 def check_inputs(args: argparse.Namespace, z_from: str, caption_from: str, stimuli: list[str]) -> None:
-    """Open every input array of ``stimuli`` (header and size, memory-mapped) before any work; a
-    truncated or missing file raises naming it and the command that remakes it."""
+    """Read every input array of ``stimuli`` before any model loads: a missing, truncated or non-finite file
+    (NaN or Inf would decode to a black clip), or a latent of another shape than the ground-truth targets',
+    raises naming it and the command that remakes it."""
+    shape = expected_latent_shape(args, stimuli[0]) if stimuli else None
     for stimulus in stimuli:
         for path, remake in input_files(args, z_from, caption_from, stimulus):
-            load_npy(path, remake, mmap=True)
+            array = check_finite(load_npy(path, remake), path, remake)
+            if shape is not None and path == latent_path(args, z_from, stimulus):
+                load_latent(path, shape, args.preset, remake, array)
 
 
-def load_latent(path: Path, shape: tuple[int, int, int, int], preset: str, remake: str = "rerun the stage that wrote it") -> np.ndarray:
-    """One latent (frames, channels, h, w) float32; a flattened vector is reshaped; wrong sizes raise."""
+def load_latent(
+    path: Path, shape: tuple[int, int, int, int], preset: str, remake: str = "rerun the stage that wrote it", array: np.ndarray | None = None
+) -> np.ndarray:
+    """One latent (frames, channels, h, w) float32 (``array``: its contents, already read); a flattened vector is
+    reshaped; wrong sizes and non-finite values raise."""
     hint = " Regenerate the predictions from targets made with the same model, or pick the matching --preset."
-    return as_stored_shape(load_npy(path, remake), shape, f"Latent {path}", f"the {preset!r} preset expects", hint)
+    array = check_finite(load_npy(path, remake) if array is None else array, path, remake)
+    return as_stored_shape(array, shape, f"Latent {path}", f"the {preset!r} preset expects", hint)
 
 
 def latent_path(args: argparse.Namespace, z_from: str, stimulus: str) -> Path:
@@ -331,12 +353,13 @@ def write_clip(out_dir: Path, stimulus: str, clip: np.ndarray, fps: float) -> No
 def gt_captions(args: argparse.Namespace, stimuli: list[str]) -> dict[str, str]:
     """Ground-truth BLIP captions from target_vectors_<ds>/captions.json, prompt stripped."""
     path = layout.captions_path(args.data_root, args.dataset)
-    captions = read_json(path, remake=f"rerun `python extract_targets_blip.py --dataset {args.dataset} --overwrite`")
+    blip = f"python extract_targets_blip.py --dataset {args.dataset}{layout.root_flag(args.data_root)}"
+    captions = read_captions(path, remake=f"rerun `{blip} --overwrite`")
     if captions is None:
-        raise FileNotFoundError(f"Missing ground-truth captions {path}: run `python extract_targets_blip.py --dataset {args.dataset}` first.")
+        raise FileNotFoundError(f"Missing ground-truth captions {path}: run `{blip}` first.")
     missing = [s for s in stimuli if not isinstance(captions.get(s), str)]
     if missing:
-        raise ValueError(f"{path} has no caption string for {len(missing)} stimuli (e.g. {missing[:5]}): rerun `python extract_targets_blip.py --dataset {args.dataset}`.")
+        raise ValueError(f"{path} has no caption string for {len(missing)} stimuli (e.g. {missing[:5]}): rerun `{blip}`.")
     return {s: strip_prompt(captions[s]) for s in stimuli}
 
 
@@ -370,9 +393,9 @@ def caption_parts(out_dir: Path) -> list[Path]:
 
 def recorded_captions(out_dir: Path) -> dict[str, str]:
     """Every caption recorded in a folder: captions.json updated by the part files, sorted by stimulus."""
-    captions = read_json(layout.reconstruction_captions_path(out_dir), default={}, remake=CAPTIONS_REMAKE)
+    captions = read_captions(layout.reconstruction_captions_path(out_dir), default={}, remake=CAPTIONS_REMAKE)
     for part in caption_parts(out_dir):
-        captions.update(read_json(part, default={}, remake=CAPTIONS_REMAKE))
+        captions.update(read_captions(part, default={}, remake=CAPTIONS_REMAKE))
     return dict(sorted(captions.items()))
 
 
@@ -445,21 +468,33 @@ def clear_clips(out_dir: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def prepare_folder(out_dir: Path, record: dict, overwrite: bool, is_main: bool) -> None:
-    """Before any clip: refuse a folder made with other settings (unless --overwrite, which clears it); the
-    main process removes stale temp files and records the settings."""
+def needs_clearing(out_dir: Path, record: dict, overwrite: bool) -> bool:
+    """Before any clip: refuse a folder made with other settings, unless --overwrite (then True: its clips must go,
+    and only when this stage's own record says it made them)."""
     ways_on = "pass --overwrite to redo the folder with these settings, or write elsewhere with --output-run NAME"
     try:
         provenance.check_settings(out_dir, STAGE, record, has_clips(out_dir), ways_on)
     except provenance.SettingsMismatchError:
         if not overwrite:
             raise
-        if is_main:
-            print(f"reconstruct: --overwrite: removing the clips of {out_dir} made with other settings")
-            clear_clips(out_dir)
-    if is_main:
-        for folder in [out_dir, *(d for d in out_dir.rglob("*") if d.is_dir())]:
-            remove_stale_temps(folder)
+        if (provenance.read_settings(out_dir) or {}).get("stage") != STAGE:
+            raise ValueError(
+                f"--overwrite: {out_dir} holds files that no reconstruction recorded as its own (its {layout.settings_path(out_dir).name} "
+                f"is missing or names another stage), so nothing there is deleted: move them away, or write elsewhere with --output-run NAME."
+            ) from None
+        return True
+    return False
+
+
+def start_folder(out_dir: Path, record: dict, clear: bool) -> None:
+    """Once the inputs are checked (main process): clear the clips of other settings, remove stale temp files and
+    record the settings."""
+    if clear:
+        print(f"reconstruct: --overwrite: removing the clips of {out_dir} made with other settings")
+        clear_clips(out_dir)
+    for folder in [out_dir, *(d for d in out_dir.rglob("*") if d.is_dir())]:
+        remove_stale_temps(folder)
+    if provenance.read_settings(out_dir) != {"stage": STAGE, "settings": jsonable(record)}:
         provenance.write_settings(out_dir, STAGE, record)
 
 
@@ -483,11 +518,17 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = layout.reconstructions_dir(args.data_root, output_name(args, z_from, caption_from))
     record = clip_settings(args, z_from, caption_from, settings, dtype)
     with run_lock(out_dir, STAGE):
-        prepare_folder(out_dir, record, args.overwrite, state.is_main_process)
-        state.wait_for_everyone()
+        clear = needs_clearing(out_dir, record, args.overwrite)
         known = recorded_captions(out_dir)
         todo = [s for s in stimuli if args.overwrite or not is_done(out_dir, s, known)]
         check_inputs(args, z_from, caption_from, todo)
+        if not todo and not caption_parts(out_dir):
+            print(f"reconstruct: all {len(stimuli)} clips of {out_dir} are done with these settings; nothing to write")
+            return 0
+        state.wait_for_everyone()
+        if state.is_main_process:
+            start_folder(out_dir, record, clear)
+        state.wait_for_everyone()
         mine = todo[state.process_index :: state.num_processes]
         if state.is_main_process:
             print(f"reconstruct: {len(stimuli)} clips -> {out_dir} ({len(stimuli) - len(todo)} done, {len(todo)} to do, {state.num_processes} process(es), {device}, {dtype})")
@@ -518,7 +559,7 @@ def reconstruct(
         return 0.0
     captions = clip_captions(args, caption_from, mine, device, dtype)
     part_path = layout.reconstruction_captions_part_path(out_dir, state.process_index)
-    written: dict[str, str] = read_json(part_path, default={}, remake=CAPTIONS_REMAKE)
+    written: dict[str, str] = read_captions(part_path, default={}, remake=CAPTIONS_REMAKE)
     components = zoo.load_zeroscope(
         args.preset, model_path=args.zeroscope_path, device=str(device), dtype=dtype, flag="--zeroscope-path", data_root=args.data_root
     )

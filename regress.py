@@ -57,7 +57,7 @@ from models.regressors import (
     make_regressor,
 )
 from utils import cli, layout, provenance, scoring
-from utils.cli import common_parser, fraction, nonnegative_float, positive_float, positive_int, resolve_device, run_main
+from utils.cli import common_parser, fraction, nonnegative_float, positive_float, positive_int, resolve_device, run_main, run_name
 from utils.datasets import DATASETS, subject_folder
 from utils.io import is_complete_npy, read_json, remove_stale_temps, save_npy, write_json, write_manifest, write_text
 from utils.locks import run_lock
@@ -107,13 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="test subjects; ones not trained on give zero-shot tests (default: the training subjects)")
     parser.add_argument("--input", default=RegressionSettings.input, choices=INPUTS,
                         help="regress from prepared fMRI betas or from encoder embeddings (default: %(default)s)")
-    parser.add_argument("--embeddings-run", default=None,
+    parser.add_argument("--embeddings-run", type=run_name, default=None,
                         help="run name under embeddings/ when --input embeddings (default: %(default)s)")
     parser.add_argument("--targets", "--target", nargs="+", default=list(RegressionSettings.targets), metavar="TARGET",
                         help="targets under target_vectors_<ds>/, e.g. z_zeroscope blip clip (default: %(default)s)")
     parser.add_argument("--regressor", default=RegressionSettings.regressor, choices=sorted(REGRESSORS),
                         help="regression model (default: %(default)s)")
-    parser.add_argument("--run", default=None, help="run name (default: derived from the flags)")
+    parser.add_argument("--run", type=run_name, default=None, help="run name (default: derived from the flags)")
     parser.add_argument("--train-repeats", default=RegressionSettings.train_repeats, choices=TRAIN_REPEATS,
                         help="training rows: stimuli with repeats averaged, or every trial (default: %(default)s)")
     parser.add_argument("--test-average", default=RegressionSettings.test_average, choices=TEST_AVERAGES,
@@ -351,7 +351,7 @@ def regress_run(
     """The run's work under its locks: reuse a finished run, else fit, predict and score every target."""
     ckpt_root = layout.checkpoint_dir(args.data_root, STAGE, run)
     out_root = layout.predictions_run_dir(args.data_root, run)
-    redo = f"delete it and rerun `python regress.py ... --run {run} --overwrite`"
+    redo = f"delete it and rerun `python regress.py{layout.root_flag(args.data_root)} ... --run {run} --overwrite`"
     manifest = read_json(layout.manifest_path(out_root), remake=redo)
     datasets = list(dict.fromkeys(list(train_subjects) + list(test_subjects)))
     recipes = {  # each target's recorded recipe (mixed recipes are refused): its predictions depend on it

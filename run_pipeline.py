@@ -44,6 +44,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import resource
 import shlex
@@ -58,7 +59,7 @@ from pathlib import Path
 from models import training, zoo
 from models.regressors import REGRESSORS
 from utils import evaluation_data, layout, scoring
-from utils.cli import common_parser, parse_args, run_main
+from utils.cli import common_parser, error_line, is_expected_error, parse_args, run_main, run_name
 from utils.datasets import check_subjects, get_spec, subject_folder
 from utils.io import read_json
 from utils.regression_data import RegressionSettings
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
             action.help = action.help.split(" (default:")[0] + " (default: each stage's own)"
         elif action.dest == "preset":
             action.help = "model preset for every stage that loads models (default: tiny on synthetic data, default = the real models otherwise)"
-    parser.add_argument("--run", default=None, help="run name (default: <dataset>_<preset>[_<subjects>])")
+    parser.add_argument("--run", type=run_name, default=None, help="run name (default: <dataset>_<preset>[_<subjects>])")
     parser.add_argument("--stages", nargs="+", default=None, choices=STAGES, metavar="STAGE", help=f"run only these stages, in pipeline order; any of {list(STAGES)}")
     parser.add_argument("--from-stage", default=None, choices=STAGES, help="start at this stage (default: the first)")
     parser.add_argument(
@@ -194,11 +195,16 @@ def oracle_runs(args: argparse.Namespace) -> list[str]:
 
 
 def default_run(dataset: str, preset: str | None = None, subjects: list[str] | None = None) -> str:
-    """The run name the runner uses unless ``--run``: ``<dataset>_<preset>[_<subjects>]`` (preset: the dataset's default)."""
+    """The run name the runner uses unless ``--run``: ``<dataset>_<preset>[_<subjects>]`` (preset: the dataset's default);
+    a subject list too long for a folder name becomes ``<n>subjects-<digest>``."""
     spec = get_spec(dataset)
     preset = preset or zoo.default_preset(spec.synthetic)
-    suffix = "" if not subjects else "_" + "-".join(subject_folder(s) for s in check_subjects(spec, subjects))
-    return f"{dataset}_{preset}{suffix}"
+    folders = [subject_folder(s) for s in check_subjects(spec, subjects)] if subjects else []
+    name = f"{dataset}_{preset}" + ("_" + "-".join(folders) if folders else "")
+    if len(name) > layout.MAX_NAME_LENGTH:
+        digest = hashlib.sha256("-".join(folders).encode()).hexdigest()[:8]
+        name = f"{dataset}_{preset}_{len(folders)}subjects-{digest}"
+    return name
 
 
 def stage_options(stage: str) -> set[str]:
@@ -211,7 +217,7 @@ def common_argv(args: argparse.Namespace, options: set[str]) -> list[str]:
     """The common flags for one stage: data root, dataset, preset, the pass-through flags given and
     --overwrite, each only when the stage's parser has it."""
     argv = ["--data-root", args.data_root, "--dataset", args.dataset]
-    for name in ("preset", *PASS_THROUGH, "overwrite"):
+    for name in ("preset", *PASS_THROUGH, "overwrite", "debug"):
         flag, value = "--" + name.replace("_", "-"), getattr(args, name)
         if flag not in options or value is None or value is False:
             continue
@@ -272,9 +278,16 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def run_in_process(module: str, argv: list[str]) -> int:
-    """Import a stage script and call its ``main(argv)``."""
+    """Import a stage script and call its ``main(argv)``; its argparse errors (bad ``--stage-args``) and
+    ``--help`` end the stage with their exit status, naming the stage's own script, not the runner."""
     main: Callable[[list[str]], int] = importlib.import_module(module).main
-    return int(main(argv) or 0)
+    runner_name, sys.argv[0] = sys.argv[0], f"{module}.py"  # argparse names the program after sys.argv[0]
+    try:
+        return int(main(argv) or 0)
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else 1
+    finally:
+        sys.argv[0] = runner_name
 
 
 def run_isolated(module: str, argv: list[str]) -> tuple[int, float]:
@@ -289,7 +302,7 @@ def run_isolated(module: str, argv: list[str]) -> tuple[int, float]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "peak_kib"
         code = (
-            f"import sys, re, pathlib; import {module} as stage\n"
+            f"import sys, re, pathlib; sys.argv[0] = '{module}.py'; import {module} as stage\n"
             "try:\n    code = stage.main(sys.argv[1:])\n"
             "finally:\n"
             "    status = pathlib.Path('/proc/self/status')\n"
@@ -313,7 +326,10 @@ def run_stage(stage: str, args: argparse.Namespace) -> StageResult:
             else:
                 code, used = run_in_process(MODULES[stage], argv), peak_rss_mb()
         except Exception as error:  # report every stage failure in the summary, then stop (or go on)
-            traceback.print_exc()
+            if args.debug or not is_expected_error(error):
+                traceback.print_exc()
+            else:
+                print(error_line(error), file=sys.stderr)
             return StageResult(stage, "failed", time.perf_counter() - start, peak_rss_mb(), tuple(argv), f"{type(error).__name__}: {error}")
         peak = max(peak, used)
         if code != 0:

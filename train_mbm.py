@@ -43,9 +43,10 @@ import torch
 from models import training, zoo
 from models.mbm import MaskedBrainModel, MBMConfig, load_mbm, masked_loss, mbm_config_from_dict, with_mask_ratio
 from utils import brain_data, layout, provenance
-from utils.cli import common_parser, fraction, nonnegative_float, parse_args, positive_int, run_main
+from utils.cli import common_parser, fraction, nonnegative_float, parse_args, positive_int, run_main, run_name
 from utils.io import remove_stale_temps, write_manifest
 from utils.locks import run_lock
+from utils.safe_pickle import UnsafePickleError
 
 STAGE = "mbm"
 DEFAULTS = training.TrainSettings(epochs=100, lr=2.5e-4, warmup_epochs=5.0, betas=(0.9, 0.95))
@@ -62,7 +63,7 @@ def build_parser():
     """Common flags plus this stage's own; training defaults from ``DEFAULTS``."""
     parser = common_parser(__doc__, presets=zoo.PRESETS, multi_dataset=True, roi_set=True)
     parser.set_defaults(batch_size=DEFAULTS.batch_size)
-    parser.add_argument("--run", default=None, help="run name: checkpoints/mbm/<run>/ (default: the --preset name)")
+    parser.add_argument("--run", type=run_name, default=None, help="run name: checkpoints/mbm/<run>/ (default: the --preset name)")
     parser.add_argument("--epochs", type=positive_int, default=DEFAULTS.epochs, help="training epochs (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help="peak AdamW learning rate (default: %(default)s)")
     parser.add_argument("--min-lr-ratio", type=nonnegative_float, default=DEFAULTS.min_lr_ratio, help="final lr as a fraction of --lr (default: %(default)s)")
@@ -117,7 +118,10 @@ def train(args, run: str, run_dir, accelerator, record: dict) -> int:
     if saved is not None:
         model_config = mbm_config_from_dict(saved["model"], str(layout.config_path(run_dir)))
     elif args.init_from:
-        init_model, _ = load_mbm(args.init_from)
+        try:
+            init_model, _ = load_mbm(args.init_from)
+        except (UnsafePickleError, ValueError, FileNotFoundError) as error:
+            raise type(error)(f"--init-from {args.init_from}: {error}") from None
         model_config, init_state = with_mask_ratio(init_model.config, args.mask_ratio), init_model.state_dict()
     patch_size = model_config.patch_size if model_config is not None else zoo.mbm_patch_size(args.preset)
 

@@ -12,7 +12,10 @@ Defaults live in one dataclass per kind, ``RidgeSettings`` and ``NetSettings``; 
 
 Every regressor standardises X and Y with statistics of the training data only
 (himalaya's ``fit_intercept`` is off, so centring is ours) and returns predictions in the
-original units of Y. Shapes: X (n_samples, n_features) float32, Y (n_samples, n_targets).
+original units of Y. Target columns constant in the training Y are predicted as that constant
+exactly (ridge: their standardised targets are 0; the torch networks: left out of the loss and
+set to the training mean, the mask saved as ``y_constant``).
+Shapes: X (n_samples, n_features) float32, Y (n_samples, n_targets).
 
     model = make_regressor("ridge", alphas=(1e2, 1e3, 1e4)).fit(X, Y, groups=stimulus_ids)
     Y_hat = model.predict(X_test)
@@ -131,12 +134,20 @@ def check_xy(X: np.ndarray, Y: np.ndarray | None = None, n_features: int | None 
 
 
 # --------------------------------------------------------------------------- standardiser
-class Standardizer:
-    """Column z-scoring with statistics from the data given to ``fit`` (the training set)."""
+STD_FLOOR = 1e-8  # a column whose training std is below this is constant (its std is stored as 1)
 
-    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
+
+class Standardizer:
+    """Column z-scoring with statistics from the data given to ``fit`` (the training set).
+
+    ``constant`` (d,) bool marks the columns whose std was below ``STD_FLOOR`` (their std is 1, so
+    they cannot be told apart from ``std`` afterwards); None when unknown.
+    """
+
+    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None, constant: np.ndarray | None = None) -> None:
         self.mean = mean
         self.std = std
+        self.constant = constant
 
     def fit(self, X: np.ndarray, chunk: int = 4096) -> Standardizer:
         """Column mean and std (ddof=0, float64 accumulation, constant columns -> std 1)."""
@@ -146,7 +157,8 @@ class Standardizer:
             block = np.asarray(X[:, start:start + chunk], dtype=np.float64)  # (n, chunk)
             mean[start:start + chunk] = block.mean(axis=0)
             std[start:start + chunk] = block.std(axis=0)
-        std[std < 1e-8] = 1.0
+        self.constant = std < STD_FLOOR
+        std[self.constant] = 1.0
         self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
         return self
 
@@ -431,21 +443,31 @@ class _TorchRegressor(BaseRegressor):
             return nn.functional.smooth_l1_loss(pred, true)
         return nn.functional.mse_loss(pred, true)
 
+    def _constant_mask(self) -> np.ndarray:
+        """(T,) bool: target columns constant in the training Y (none when the scaler does not know)."""
+        constant = self.y_scaler.constant if self.y_scaler is not None else None
+        return np.zeros(self.n_targets_, dtype=bool) if constant is None else np.asarray(constant, dtype=bool)
+
     def _fit(self, Xs: np.ndarray, Ys: np.ndarray, groups: Sequence[Any] | None) -> None:
         p = self.params
         device = torch.device(p["device"])
         train_idx, val_idx = validation_split(len(Xs), float(p["val_fraction"]), groups, int(p["seed"]))
+        constant = self._constant_mask()
+        learnt = torch.from_numpy(np.flatnonzero(~constant)).to(device)  # (T_learnt,) columns in the loss
+        if not len(learnt):
+            LOG.warning("%s: every target column is constant in the training Y; the network is not trained.", self.name)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(p["seed"]))
             net = self._build(Xs.shape[1], Ys.shape[1]).to(device)
-            X_t, Y_t = torch.from_numpy(Xs).to(device), torch.from_numpy(Ys).to(device)
+            Y_learnt = Ys[:, ~constant] if constant.any() else Ys  # (n, T_learnt), no copy when every column is learnt
+            X_t, Y_t = torch.from_numpy(Xs).to(device), torch.from_numpy(Y_learnt).to(device)
             optimizer = torch.optim.AdamW(net.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
             generator = torch.Generator().manual_seed(int(p["seed"]))
             best = (math.inf, 0, {k: v.detach().clone() for k, v in net.state_dict().items()})
             history: list[tuple[float, float]] = []
-            for epoch in range(int(p["max_epochs"])):
-                train_loss = self._train_epoch(net, optimizer, X_t, Y_t, torch.as_tensor(train_idx), generator)
-                val_loss = self._eval_loss(net, X_t, Y_t, val_idx) if len(val_idx) else train_loss
+            for epoch in range(int(p["max_epochs"]) if len(learnt) else 0):
+                train_loss = self._train_epoch(net, optimizer, X_t, Y_t, learnt, torch.as_tensor(train_idx), generator)
+                val_loss = self._eval_loss(net, X_t, Y_t, learnt, val_idx) if len(val_idx) else train_loss
                 history.append((train_loss, val_loss))
                 if val_loss < best[0] - 1e-7:
                     best = (val_loss, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
@@ -454,18 +476,20 @@ class _TorchRegressor(BaseRegressor):
             net.load_state_dict(best[2])
         self.net = net.eval()
         self.info_ = {
-            "best_epoch": best[1], "epochs_run": len(history), "best_val_loss": best[0],
-            "n_train": len(train_idx), "n_val": len(val_idx), "history": [[round(a, 6), round(b, 6)] for a, b in history],
+            "best_epoch": best[1], "epochs_run": len(history), "best_val_loss": best[0] if history else None,
+            "n_train": len(train_idx), "n_val": len(val_idx), "constant_targets": int(constant.sum()),
+            "history": [[round(a, 6), round(b, 6)] for a, b in history],
         }
 
     def _train_epoch(self, net: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, Y: torch.Tensor,
-                     idx: torch.Tensor, generator: torch.Generator) -> float:
+                     learnt: torch.Tensor, idx: torch.Tensor, generator: torch.Generator) -> float:
+        """One epoch over ``idx``; the loss compares the output columns ``learnt`` with Y (n, T_learnt)."""
         net.train()
         order = idx[torch.randperm(len(idx), generator=generator)]
         total = 0.0
         for start in range(0, len(order), int(self.params["batch_size"])):
             batch = order[start:start + int(self.params["batch_size"])].to(X.device)
-            loss = self._loss(net(X[batch]), Y[batch])  # (B, T) vs (B, T)
+            loss = self._loss(net(X[batch])[:, learnt], Y[batch])  # (B, T_learnt) vs (B, T_learnt)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -473,10 +497,10 @@ class _TorchRegressor(BaseRegressor):
         return total / len(order)
 
     @torch.no_grad()
-    def _eval_loss(self, net: nn.Module, X: torch.Tensor, Y: torch.Tensor, idx: np.ndarray) -> float:
+    def _eval_loss(self, net: nn.Module, X: torch.Tensor, Y: torch.Tensor, learnt: torch.Tensor, idx: np.ndarray) -> float:
         net.eval()
         index = torch.as_tensor(idx, device=X.device)
-        return float(self._loss(net(X[index]), Y[index]))
+        return float(self._loss(net(X[index])[:, learnt], Y[index]))
 
     @torch.no_grad()
     def _predict(self, Xs: np.ndarray) -> np.ndarray:
@@ -484,12 +508,17 @@ class _TorchRegressor(BaseRegressor):
         out = []
         for start in range(0, len(Xs), 1024):
             out.append(self.net(torch.from_numpy(Xs[start:start + 1024]).to(device)).float().cpu().numpy())
-        return np.concatenate(out)  # (n, T)
+        pred = np.concatenate(out)  # (n, T) standardised
+        pred[:, self._constant_mask()] = 0.0  # -> exactly the training constant in Y's units
+        return pred
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        weights = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+        return {"y_constant": self._constant_mask(), **weights}
 
     def _load_state(self, tensors: dict[str, np.ndarray]) -> None:
+        stored = tensors.pop("y_constant", None)  # absent in files written before the mask was stored: no column is constant
+        self.y_scaler.constant = np.zeros(self.n_targets_, dtype=bool) if stored is None else stored.astype(bool)
         net = self._build(self.n_features_in_, self.n_targets_)
         expected = {f"net.{k}" for k in net.state_dict()}
         found = {k for k in tensors if k.startswith("net.")}

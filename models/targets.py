@@ -65,8 +65,16 @@ import torch
 from models.recipes import DEFAULT_RECIPE, FRAME_SAMPLING, RECIPES, Z_DTYPES, get_recipe
 from utils import layout
 from utils.cli import positive_int
-from utils.datasets import annotations_path, download_command, get_spec, has_annotations, list_stimuli, stimulus_path
-from utils.io import read_json, remove_stale_temps
+from utils.datasets import (
+    annotations_path,
+    download_command,
+    get_spec,
+    has_annotations,
+    list_stimuli,
+    load_annotations,
+    stimulus_path,
+)
+from utils.io import read_captions, read_json, remove_stale_temps
 from utils.locks import run_lock
 from utils.seeds import stimulus_seed
 from utils.video import SampledVideo, VideoDecodeError, resize_frames, sample_frames, sample_views
@@ -167,7 +175,7 @@ def plan_jobs(
     folder = layout.stimuli_dir(data_root, dataset)
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"Stimuli folder {folder} is missing: run `python download_data.py --dataset {dataset} --data-root {layout.root(data_root)}` first."
+            f"Stimuli folder {folder} is missing: run `{fetch_command(dataset, data_root)}` first."
         )
     if has_annotations(dataset) and annotations_path(data_root, dataset).exists():
         read_annotations(data_root, dataset)  # the stimulus lists come from it: a corrupt file is named here
@@ -190,9 +198,9 @@ def split_missing(jobs: Sequence[Job]) -> tuple[list[Job], dict[str, str]]:
     return [j for j in jobs if j.stimulus not in missing], missing
 
 
-def fetch_command(dataset: str) -> str:
+def fetch_command(dataset: str, data_root: str | Path | None = None) -> str:
     """The command that fetches a dataset's stimulus videos."""
-    return f"{download_command(get_spec(dataset))} --what stimuli"
+    return f"{download_command(get_spec(dataset), data_root=data_root)} --what stimuli"
 
 
 def carry_over(previous: dict[str, Any], redone: Iterable[str], now: dict[str, Any]) -> dict[str, Any]:
@@ -300,22 +308,15 @@ def record_settings(target: str, flags: dict[str, Any], **facts: Any) -> dict[st
 
 
 def read_annotations(data_root: str | Path | None, dataset: str) -> dict:
-    """``metadata_<ds>/annotations.json``; a missing or corrupt file is named with the command that fetches it."""
-    path = annotations_path(data_root, dataset)
-    command = download_command(get_spec(dataset))
-    if not path.exists():
-        raise FileNotFoundError(f"Missing annotations {path}: run `{command}` first.")
-    notes = read_json(path, remake=f"delete it and run `{command}` again")
-    if not isinstance(notes, dict):
-        raise ValueError(f"{path}: expected a JSON object keyed by stimulus, found {type(notes).__name__}; delete it and run `{command}` again.")
-    return notes
+    """``metadata_<ds>/annotations.json``, checked (``utils.datasets.load_annotations``)."""
+    return load_annotations(data_root, dataset)
 
 
 def read_blip_captions(data_root: str | Path | None, dataset: str) -> dict[str, str]:
     """``target_vectors_<ds>/captions.json`` ({} when absent); a corrupt file is named with the command that remakes it."""
-    return read_json(
+    return read_captions(
         layout.captions_path(data_root, dataset), default={},
-        remake=f"delete it and rerun `python extract_targets_blip.py --dataset {dataset}` (it captions the stimuli again)",
+        remake=f"delete it and rerun `python extract_targets_blip.py --dataset {dataset}{layout.root_flag(data_root)}` (it captions the stimuli again)",
     )
 
 
@@ -325,7 +326,7 @@ def dataset_annotations(data_root: str | Path | None, dataset: str) -> dict | No
         return None
     if not annotations_path(data_root, dataset).exists():
         print(f"note: {annotations_path(data_root, dataset)} is missing, so no human captions "
-              f"(run `{download_command(get_spec(dataset))}` to get the annotations)")
+              f"(run `{download_command(get_spec(dataset), data_root=data_root)}` to get the annotations)")
         return None
     return read_annotations(data_root, dataset)
 
@@ -338,7 +339,7 @@ def conditioning_captions(data_root: str | Path | None, dataset: str, stimuli: S
         if not annotations_path(data_root, dataset).exists():
             raise FileNotFoundError(
                 f"{annotations_path(data_root, dataset)} is missing: c_zeroscope encodes the human captions; "
-                f"run `python download_data.py --dataset {dataset}` first."
+                f"run `{download_command(get_spec(dataset), data_root=data_root)}` first."
             )
         notes = read_annotations(data_root, dataset)
         captions, source = {s: human_captions(notes, s) for s in stimuli}, "annotations"
@@ -348,7 +349,10 @@ def conditioning_captions(data_root: str | Path | None, dataset: str, stimuli: S
     missing = [s for s, c in captions.items() if not c]
     if missing:
         where = annotations_path(data_root, dataset) if source == "annotations" else layout.captions_path(data_root, dataset)
-        how = f"`python download_data.py --dataset {dataset}`" if source == "annotations" else f"`python extract_targets_blip.py --dataset {dataset}`"
+        how = (
+            f"`{download_command(get_spec(dataset), data_root=data_root)}`" if source == "annotations"
+            else f"`python extract_targets_blip.py --dataset {dataset}{layout.root_flag(data_root)}`"
+        )
         raise FileNotFoundError(
             f"No caption for {len(missing)} of {len(stimuli)} {dataset} stimuli in {where} (e.g. {missing[:5]}): "
             f"c_zeroscope encodes each stimulus' captions; run {how} first."

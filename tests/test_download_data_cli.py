@@ -73,11 +73,12 @@ def test_one_bad_pickle_fails_clearly_and_the_rest_is_prepared(demo_root, tmp_pa
 
 def test_missing_inputs_name_the_command(tmp_path, capsys):
     assert download_data.main(["--data-root", str(tmp_path), "--dataset", "bmd", "--subjects", "1", "--prepare"]) == 1
-    assert "python download_data.py --dataset bmd --subjects 1" in capsys.readouterr().err
+    root = f"--data-root {tmp_path}"  # the suggested commands act on the data root given, not on ./data
+    assert f"python download_data.py --dataset bmd {root} --subjects 1" in capsys.readouterr().err
     assert download_data.main(["--data-root", str(tmp_path), "--dataset", "had", "--prepare"]) == 2
-    assert "run `python download_data.py --dataset had` first" in capsys.readouterr().err
+    assert f"run `python download_data.py --dataset had {root}` first" in capsys.readouterr().err
     assert download_data.main(["--data-root", str(tmp_path), "--write-indiv"]) == 2
-    assert "python download_data.py --dataset demo --prepare" in capsys.readouterr().err
+    assert f"python download_data.py --dataset demo {root} --prepare" in capsys.readouterr().err
 
 
 def test_bad_flags(tmp_path, capsys):
@@ -90,6 +91,21 @@ def test_bad_flags(tmp_path, capsys):
         download_data.main(["--prepare", "--from-indiv"])
     with pytest.raises(SystemExit):
         download_data.main(["--n-train", "0"])
+
+
+def test_demo_subjects_outside_the_demo_are_refused_before_any_work(tmp_path, capsys):
+    root = tmp_path / "d"
+    for subjects, extra, message in (
+        (["0"], [], "--subjects 0: the demo has subjects 1..2 (--n-subjects 2)"),
+        (["9"], [], "--subjects 9: the demo has subjects 1..2 (--n-subjects 2)"),
+        (["1", "4", "sub-05"], ["--n-subjects", "3"], "--subjects 4 sub-05: the demo has subjects 1..3 (--n-subjects 3)"),
+        (["9"], ["--dry-run"], "--subjects 9: the demo has subjects 1..2 (--n-subjects 2)"),
+    ):
+        assert download_data.main(["--data-root", str(root), *TINY, *extra, "--subjects", *subjects]) == 2
+        assert message in capsys.readouterr().err
+        assert not root.exists()  # nothing was written
+    assert download_data.main(["--data-root", str(root), *TINY, "--subjects", "2", "--dry-run"]) == 0
+    assert "would write the demo (2 subjects" in capsys.readouterr().out
 
 
 def test_download_bmd_with_fake_network(tmp_path, monkeypatch, capsys):

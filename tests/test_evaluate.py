@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -248,3 +249,74 @@ def test_the_main_report_tables_its_oracle_variants(tmp_path: Path, capsys):
     result = metrics_of("r")
     assert result["oracles"]["gt_latent_gt_caption"]["metrics"]["ssim"]["mean"] == metrics_of("gt_demo")["metrics"]["ssim"]["mean"] < ssim[0]
     assert "gt_latent_decoded_caption" not in result["oracles"] and result["oracles_missing"] == {"gt_latent_decoded_caption": "r_z-gt_caption-pred"}
+
+
+def copies_folder(root: Path, folder: Path, shapes: dict[str, tuple[int, int]]) -> Path:
+    """``folder`` of mp4 copies of the demo's stimuli, ``{stim: (n_frames, size)}`` each (a 1-frame clip as a gif)."""
+    from utils.video import write_gif
+
+    for stim, (n_frames, size) in shapes.items():
+        frames = sample_frames(stimulus_path(root, DEMO, stim), n_frames, size)
+        if n_frames == 1:
+            write_gif(folder / f"{stim}.gif", frames, 5)
+        else:
+            write_mp4(folder / f"{stim}.mp4", frames, 5)
+    return folder
+
+
+def test_videos_of_other_sizes_and_lengths_are_each_scored_against_their_own_truth(demo_root: Path, tmp_path: Path):
+    from utils import evaluation_data, metrics
+
+    shapes = {"0003": (6, 24), "0004": (4, 16), "0005": (8, 32)}
+    folder = copies_folder(demo_root, tmp_path / "mixed", shapes)
+    assert evaluate.main(["--data-root", str(demo_root), "--videos", str(folder), *FAST]) == 0
+    out_dir = layout.evaluation_dir(demo_root, "mixed")
+    with open(out_dir / "per_sample.csv") as handle:
+        rows = {r["stimulus"]: r for r in csv.DictReader(handle)}
+    for stim, (n_frames, size) in shapes.items():  # each clip scores as it does alone: at its own frames and size
+        pred, true = evaluation_data.load_pair(folder / f"{stim}.mp4", stimulus_path(demo_root, DEMO, stim), 0, 0)
+        assert pred.shape == true.shape == (n_frames, size, size, 3)
+        assert float(rows[stim]["ssim"]) == pytest.approx(metrics.ssim_frames(pred, true).mean(), abs=1e-6)
+    m = json.loads((out_dir / "metrics.json").read_text())["metrics"]
+    assert m["ssim"]["mean"] > 0.9 and m["ssim"]["baseline"] < m["ssim"]["mean"] - 0.2  # against another clip's truth, resized
+    assert m["clip_similarity"]["baseline"] is not None and m["clip_similarity"]["n"] == 3
+
+
+def test_a_one_frame_clip_is_refused_before_any_scoring(demo_root: Path, tmp_path: Path):
+    folder = copies_folder(demo_root, tmp_path / "short", {"0003": (6, 24), "0004": (1, 24)})
+    for flags in (FAST, ["--no-semantic"]):
+        with pytest.raises(ValueError, match=r"Clip .*short/0004\.gif has 1 frame\(s\); scoring needs at least 2 per clip"):
+            evaluate.main(["--data-root", str(demo_root), "--videos", str(folder), *flags])
+        assert not layout.evaluation_dir(demo_root, "short").exists()
+
+
+@pytest.mark.parametrize("content, decoded_found, blip_found", [
+    (["a red ball", "a box"], "found a list of 2 items", "found a list of 2 items"),
+    ({"0003": "a red ball", "0004": 4}, "found the number 4 under key '0004'", "found the number 4 under key '0004'"),
+    ({"0003": {"caption": None}}, "found null under key '0003'", "found an object of 1 key under key '0003'"),
+])
+def test_caption_files_that_are_not_a_mapping_of_captions_are_refused(demo_root: Path, content, decoded_found, blip_found):
+    from utils import evaluation_data
+
+    run = "bad_captions"
+    make_reconstructions(demo_root, run)
+    decoded = layout.reconstructions_dir(demo_root, run) / "captions.json"
+    write_json(decoded, content)
+    argv = ["--data-root", str(demo_root), "--reconstructions", run, "--no-semantic", "--report-size", "32"]
+    expected = re.escape(f"{decoded}: expected a mapping of stimulus -> caption string, {decoded_found}: delete it and rerun")
+    with pytest.raises(ValueError, match=expected):
+        evaluate.main(argv)
+    with pytest.raises(ValueError, match=expected):
+        evaluation_data.decoded_captions(demo_root, run)
+    make_reconstructions(demo_root, run)  # good decoded captions; BLIP's captions of the watched clips broken instead
+    blip = layout.captions_path(demo_root, "demo")
+    write_json(blip, content)
+    try:
+        expected = re.escape(f"{blip}: expected a mapping of stimulus -> caption string, {blip_found}: "
+                             "delete it and rerun `python extract_targets_blip.py")
+        with pytest.raises(ValueError, match=expected):
+            evaluate.main(argv)
+        with pytest.raises(ValueError, match=expected):
+            evaluation_data.blip_captions(demo_root, "demo")
+    finally:
+        blip.unlink()

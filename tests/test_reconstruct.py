@@ -18,7 +18,7 @@ from utils.video import read_video
 
 RUN = "fake_run"
 HAD_NAME = "Drum corps/v_Drum corps_id_0Qo8FzNJ460_start_28.0_label_1"
-STIMULI = ["0121", "0122", HAD_NAME]
+STIMULI = ["0121", "0122", "0123"]  # demo names (HAD's class subfolders: test_had_clips_keep_their_class_folder)
 LATENT = (15, 4, 8, 8)  # tiny preset: 64 px frames -> 8x8 latents
 BLIP = (17, 32)  # tiny BLIP at 32 px
 FAST = ["--preset", "tiny", "--device", "cpu", "--steps", "4", "--strength", "0.5", "--batch-size", "2"]
@@ -49,6 +49,12 @@ def run(root: Path, *extra: str) -> int:
     return reconstruct_zeroscope.main(["--data-root", str(root), *FAST, "--run", RUN, *extra])
 
 
+def test_had_clips_keep_their_class_folder(tmp_path):
+    write_predictions(tmp_path, [HAD_NAME])
+    assert run(tmp_path, "--dataset", "had") == 0
+    assert files_under(layout.reconstructions_dir(tmp_path, RUN)) == expected_files([HAD_NAME])
+
+
 def test_writes_exact_files_and_resumes(tmp_path):
     write_predictions(tmp_path, STIMULI)
     copy = layout.subject_predictions_dir(tmp_path, RUN, "z_zeroscope", "demo", "sub01") / "0121.npy"
@@ -61,7 +67,7 @@ def test_writes_exact_files_and_resumes(tmp_path):
     assert frames.shape == (15, 64, 64, 3)
 
     mtime = (out / "mp4" / "0121.mp4").stat().st_mtime_ns
-    assert run(tmp_path) == 0  # resumes: only the HAD clip is new
+    assert run(tmp_path) == 0  # resumes: only the third clip is new
     assert files_under(out) == expected_files(STIMULI)
     assert (out / "mp4" / "0121.mp4").stat().st_mtime_ns == mtime
     captions = json.loads((out / "captions.json").read_text())
@@ -72,11 +78,11 @@ def test_writes_exact_files_and_resumes(tmp_path):
     assert manifest["counts"]["complete"] == 3
     assert manifest["flags"]["strength"] == 0.5
 
-    gif_before = (out / "gif" / f"{HAD_NAME}.gif").read_bytes()
+    gif_before = (out / "gif" / f"{STIMULI[2]}.gif").read_bytes()
     assert run(tmp_path, "--overwrite", "--limit", "1") == 0
     assert (out / "mp4" / "0121.mp4").stat().st_mtime_ns != mtime
     assert json.loads((out / "manifest.json").read_text())["counts"]["reconstructed"] == 1
-    assert (out / "gif" / f"{HAD_NAME}.gif").read_bytes() == gif_before
+    assert (out / "gif" / f"{STIMULI[2]}.gif").read_bytes() == gif_before
     assert not list(out.glob(".captions.rank*.json"))
 
 
@@ -111,7 +117,7 @@ def test_ground_truth_source(tmp_path):
 
 
 def test_missing_and_malformed_inputs(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"regress\.py --target z_zeroscope"):
+    with pytest.raises(FileNotFoundError, match=r"regress\.py --data-root .*--target z_zeroscope"):
         run(tmp_path)
     with pytest.raises(ValueError, match="--run is needed"):
         reconstruct_zeroscope.main(["--data-root", str(tmp_path), *FAST])
@@ -121,7 +127,7 @@ def test_missing_and_malformed_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"extract_targets_blip\.py"):
         run(tmp_path, "--caption-from", "gt")
     (layout.predictions_dir(tmp_path, RUN, "blip") / "0121.npy").unlink()
-    with pytest.raises(FileNotFoundError, match=r"lack 1 stimuli .*regress\.py --target blip"):
+    with pytest.raises(FileNotFoundError, match=r"lack 1 stimuli .*regress\.py --data-root .*--target blip"):
         run(tmp_path)
 
 
@@ -196,7 +202,7 @@ def test_c_zeroscope_from_predictions(tmp_path):
     with pytest.raises(ValueError, match="--caption-from none has no c_zeroscope"):
         run(tmp_path, "--condition", "c_zeroscope", "--caption-from", "none")
     (layout.predictions_dir(tmp_path, RUN, "c_zeroscope") / "0122.npy").unlink()
-    with pytest.raises(FileNotFoundError, match=r"lack 1 stimuli .*regress\.py --target c_zeroscope"):
+    with pytest.raises(FileNotFoundError, match=r"lack 1 stimuli .*regress\.py --data-root .*--target c_zeroscope"):
         run(tmp_path, "--condition", "c_zeroscope", "--overwrite")
 
 

@@ -87,13 +87,13 @@ def test_truncated_prediction_is_named_before_any_clip(tmp_path):
     write_predictions(tmp_path, STIMULI)
     path = layout.prediction_path(tmp_path, RUN, "z_zeroscope", STIMULI[-1])
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(ArtifactError, match=rf"{re.escape(str(path))} is truncated.*regress\.py --target z_zeroscope"):
+    with pytest.raises(ArtifactError, match=rf"{re.escape(str(path))} is truncated.*regress\.py --data-root .*--target z_zeroscope"):
         run(tmp_path)
     assert not (layout.reconstructions_dir(tmp_path, RUN) / "frames").exists()
     write_predictions(tmp_path, STIMULI)
     blip = layout.prediction_path(tmp_path, RUN, "blip", STIMULI[0])
     blip.write_bytes(blip.read_bytes()[:100])
-    with pytest.raises(ArtifactError, match=rf"{re.escape(str(blip))} is truncated.*regress\.py --target blip"):
+    with pytest.raises(ArtifactError, match=rf"{re.escape(str(blip))} is truncated.*regress\.py --data-root .*--target blip"):
         run(tmp_path)
 
 

@@ -180,3 +180,51 @@ def test_load_is_strict(problem, tmp_path):
         load_regressor(tmp_path / "m")
     with pytest.raises(FileNotFoundError, match="regress.py"):
         load_regressor(tmp_path / "missing")
+
+
+def constant_column_problem():
+    """``linear_problem`` with columns 0, 5 and 11 of Y replaced by constants (-2.5, 0, 1e3)."""
+    X, Y, X_test, Y_test = linear_problem()
+    constant = {0: -2.5, 5: 0.0, 11: 1e3}
+    for column, value in constant.items():
+        Y[:, column] = value
+    real = [c for c in range(Y.shape[1]) if c not in constant]
+    return X, Y, X_test, Y_test, constant, real
+
+
+@pytest.mark.parametrize("model", ["mlp", "swiglu"])
+def test_torch_regressors_predict_constant_columns_exactly(model, tmp_path):
+    X, Y, X_test, Y_test, constant, real = constant_column_problem()
+    fitted = make_regressor(model, **FAST_NET).fit(X, Y)
+    pred = fitted.predict(X_test)
+    for column, value in constant.items():
+        assert np.all(pred[:, column] == np.float32(value)), column
+    # The real columns are learnt as well as without the constant ones beside them.
+    alone = make_regressor(model, **FAST_NET).fit(X, Y[:, real]).predict(X_test)
+    r_real = pearson_rows(pred[:, real].T, Y_test[:, real].T)  # per column, over test samples
+    assert r_real.mean() > 0.8
+    assert r_real.mean() > pearson_rows(alone.T, Y_test[:, real].T).mean() - 0.05
+    np.testing.assert_array_equal(fitted.y_scaler.constant, np.isin(np.arange(Y.shape[1]), list(constant)))
+    assert fitted.info_["constant_targets"] == 3
+    # The mask survives save -> load.
+    loaded = load_regressor(fitted.save(tmp_path / model))
+    np.testing.assert_array_equal(loaded.y_scaler.constant, fitted.y_scaler.constant)
+    np.testing.assert_array_equal(loaded.predict(X_test), pred)
+
+
+def test_a_saved_torch_regressor_without_the_constant_mask_still_loads(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    X, Y, X_test, _ = linear_problem()
+    model = make_regressor("mlp", **{**FAST_NET, "max_epochs": 3}).fit(X, Y)
+    directory = model.save(tmp_path / "old")
+    weights, config_file = directory / "weights.safetensors", directory / "config.json"
+    tensors = load_file(str(weights))
+    del tensors["y_constant"]  # a file written before the mask was stored
+    save_file(tensors, str(weights))
+    config = json.loads(config_file.read_text())
+    del config["tensors"]["y_constant"]
+    config_file.write_text(json.dumps(config))
+    loaded = load_regressor(directory)
+    assert not loaded.y_scaler.constant.any()
+    np.testing.assert_array_equal(loaded.predict(X_test), model.predict(X_test))

@@ -156,6 +156,10 @@ def test_evaluation_inputs(tmp_path):
     write_json(layout.manifest_path(run_dir), {"flags": {"subjects": ["1", "sub-02"]}})
     assert evaluation_data.run_subject(tmp_path, "demo_sub03") == "sub01+sub02"
     write_json(layout.reconstruction_captions_path(run_dir), {"0001": {"caption": "a red ball"}, "0002": "a box", "0003": 4})
+    with pytest.raises(ValueError, match=r"captions\.json: expected a mapping of stimulus -> caption string, "
+                                         r"found the number 4 under key '0003':"):
+        evaluation_data.decoded_captions(tmp_path, "demo_sub03")
+    write_json(layout.reconstruction_captions_path(run_dir), {"0001": {"caption": "a red ball"}, "0002": "a box"})
     assert evaluation_data.decoded_captions(tmp_path, "demo_sub03") == {"0001": "a red ball", "0002": "a box"}
     inputs = evaluation_data.fingerprint_inputs(tmp_path, "demo_sub03", None, "demo")
     key = evaluation_data.fingerprint(clips, inputs, {"seed": 0})
@@ -164,9 +168,22 @@ def test_evaluation_inputs(tmp_path):
     assert evaluation_data.fingerprint(clips, inputs, {"seed": 0}) != key  # a new regression metrics.json is an input
     assert evaluation_data.read_regression_metrics(tmp_path, "demo_sub03") == {"targets": {}}
     with_regression = evaluation_data.fingerprint(clips, inputs, {"seed": 0})
-    write_json(layout.captions_path(tmp_path, "demo"), {"0001": "a red circle", "0002": 3})
+    write_json(layout.captions_path(tmp_path, "demo"), {"0001": "a red circle"})
     assert evaluation_data.fingerprint(clips, inputs, {"seed": 0}) != with_regression  # so are the BLIP captions shown beside the decoded ones
     assert evaluation_data.blip_captions(tmp_path, "demo") == {"0001": "a red circle"}
+
+
+def test_human_captions_must_be_lists_of_strings(tmp_path):
+    notes = layout.annotations_path(tmp_path, "demo")
+    write_json(notes, {"0001": {"text_descriptions": ["a red ball", "a ball"]}, "0002": {"text_descriptions": []}})
+    assert evaluation_data.human_captions(tmp_path, "demo") == {"0001": ["a red ball", "a ball"]}
+    write_json(notes, {"0001": {"text_descriptions": "a red ball"}})  # was read as 10 one-letter captions
+    with pytest.raises(ValueError, match=r"annotations\.json: expected a list of caption strings as the text_descriptions of '0001', "
+                                         r"found the string \"a red ball\""):
+        evaluation_data.human_captions(tmp_path, "demo")
+    write_json(notes, {"0001": {"text_descriptions": ["a red ball", None]}})
+    with pytest.raises(ValueError, match="text_descriptions of '0001', found null in the list"):
+        evaluation_data.human_captions(tmp_path, "demo")
 
 
 def recon_run(root, name: str, z_from: str | None = None, caption_from: str | None = None, **settings) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import dis
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -68,6 +69,16 @@ def fraction(text: str) -> float:
 def unit_float(text: str) -> float:
     """argparse type: a number in [0, 1] (denoising strength)."""
     return _number(text, float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def run_name(text: str) -> str:
+    """argparse type: a run, output-run or method name, one safe folder name (``utils.layout.check_name``)."""
+    from utils.layout import check_name
+
+    try:
+        return check_name(text, "name")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("name ")) from None
 
 
 # ----------------------------------------------------------------------------- parsers
@@ -131,6 +142,7 @@ def common_parser(
     parser.add_argument("--batch-size", type=positive_int, default=8, help="items per batch (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="redo work whose outputs already exist")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of every error (default: one line for expected errors)")
     parser.add_argument(
         "--limit", type=positive_int, default=None,
         help="process at most this many items (stimuli, trials, batches), for quick tries (default: all)",
@@ -210,6 +222,9 @@ def parse_args(
         dests = {action.dest for action in parser._actions}
         parser.set_defaults(**{k: v for k, v in defaults_of(getattr(args, dest)).items() if k in dests})
         args = parser.parse_args(prefix + argv)
+    data_root = getattr(args, "data_root", None)
+    if data_root is not None and Path(data_root).exists() and not Path(data_root).is_dir():
+        raise ValueError(f"--data-root {data_root} is a file: expected the folder that holds (or will hold) every artifact.")
     return args
 
 
@@ -254,16 +269,56 @@ def check_dtype(name: str, supported: Sequence[str], stage: str) -> None:
         raise ValueError(f"--dtype {name}: {stage} runs in {' or '.join(supported)} only; use one of those (or auto).")
 
 
-def run_main(main: Callable[[], int]) -> int:
-    """Run a script's ``main``; Ctrl-C ends with one line (exit 130) instead of a traceback.
+# The project's own code: an error raised here by an explicit check is an expected one (see ``is_expected_error``).
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def is_expected_error(error: BaseException) -> bool:
+    """True for the errors a user can act on, which ``run_main`` prints in one line: every ``OSError`` (a missing
+    or unreadable file, a full disk, a read-only folder: each names its path), a held run lock, an unsafe
+    checkpoint, and a ``ValueError`` (bad input, a corrupt file, refused settings) raised by a ``raise`` statement of
+    this project's own checks. A ``ValueError`` raised inside a library or by a failing call (numpy's broadcasting,
+    say) is a bug here: its traceback is shown."""
+    from utils.locks import RunLockedError
+    from utils.safe_pickle import UnsafePickleError
+
+    if isinstance(error, (OSError, RunLockedError, UnsafePickleError)):
+        return True
+    if not isinstance(error, ValueError) or error.__traceback__ is None:
+        return False
+    tb = error.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    raised_in = Path(code.co_filename).resolve()
+    if PROJECT_ROOT not in raised_in.parents or "site-packages" in raised_in.parts:
+        return False
+    instruction = next((i for i in dis.get_instructions(code) if i.offset == tb.tb_lasti), None)
+    return instruction is not None and instruction.opname == "RAISE_VARARGS"  # a ``raise`` statement, not a failing call
+
+
+def error_line(error: BaseException) -> str:
+    """``error: <message>`` of an expected error."""
+    return f"error: {error}"
+
+
+def run_main(main: Callable[[], int], argv: Sequence[str] | None = None) -> int:
+    """Run a script's ``main``: Ctrl-C ends with one line (exit 130), an expected error (``is_expected_error``)
+    with ``error: <message>`` (exit 1), and only a bug, or any error with ``--debug``, with a traceback.
 
     Use as ``raise SystemExit(run_main(main))``; finished outputs are kept, and a rerun resumes.
     """
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         return int(main() or 0)
     except KeyboardInterrupt:
         print("\nInterrupted: finished outputs are kept; rerun the same command to continue.", file=sys.stderr)
         return 130
+    except Exception as error:
+        if debug or not is_expected_error(error):
+            raise
+        print(error_line(error), file=sys.stderr)
+        return 1
 
 
 def resolve_dtype(name: str, device: str):

@@ -22,16 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from utils import layout
-from utils.io import read_json
+from utils.io import json_kind, read_json
 from utils.rois import DEFAULT_ROI_SET, GROUP41_SIZE
 
 N_GROUP41 = GROUP41_SIZE
 SPLITS = ("train", "test")
 
 _SUBJECT_RE = re.compile(r"^(?:sub-?)?0*(\d+)$")
-_NUMBERED_RE = re.compile(r"^\d{4}$")
+_NUMBERED_RE = re.compile(r"[0-9]{4}")
 _CC2017_RE = re.compile(r"^(?P<seg>(?:seg|test)\d+)_begin-(?P<b>\d+)_end-(?P<e>\d+)$")
 _HAD_RE = re.compile(r"^v_(?P<cls>.+?)_id_")
+# A whole HAD clip name: ``v_<Class>_id_<YouTube id>_start_<s>_label_<k>`` (the class may hold spaces).
+_HAD_CLIP_RE = re.compile(r"^v_(?P<cls>[A-Za-z0-9][A-Za-z0-9 _-]*?)_id_[A-Za-z0-9_-]+_start_\d+(?:\.\d+)?_label_\d+$")
 _BMD_VIDEO_RE = re.compile(r"(?:^|/)mp4_h264/(\d{4})\.mp4$")
 
 CC2017_TRAIN_SEGMENTS = tuple(f"seg{i}" for i in range(1, 19))
@@ -148,7 +150,7 @@ def numbered_stimulus(number: int) -> str:
 
 def numbered_name(name: str) -> str:
     """A BMD/demo name ``NNNN`` as it is; anything else raises ValueError."""
-    if not _NUMBERED_RE.match(name):
+    if not _NUMBERED_RE.fullmatch(name):
         raise ValueError(f"Not a numbered stimulus name: {name!r} (expected four digits like '0001').")
     return name
 
@@ -172,8 +174,16 @@ def had_class(name: str) -> str:
 
 
 def had_stimulus(name: str) -> str:
-    """Canonical HAD stimulus ``<Class>/<clip>`` from either form."""
-    return name if "/" in name else f"{had_class(name)}/{name}"
+    """Canonical HAD stimulus ``<Class>/<clip>`` from either form; ValueError unless the clip part is a whole
+    HAD clip name and the folder is its class (spelled with spaces or underscores)."""
+    folder, _, clip = name.rpartition("/")
+    match = _HAD_CLIP_RE.match(clip)
+    if not match or "/" in folder or (folder and folder.replace(" ", "_") != match["cls"].replace(" ", "_")):
+        raise ValueError(
+            f"Not a HAD clip name: {name!r} (expected '<Class>/v_<Class>_id_<youtube id>_start_<s>_label_<k>', "
+            "like 'Drum corps/v_Drum corps_id_0Qo8FzNJ460_start_28.0_label_1', or the clip part alone)."
+        )
+    return name if folder else f"{match['cls']}/{clip}"
 
 
 def had_match_key(name: str) -> str:
@@ -185,6 +195,26 @@ def had_match_key(name: str) -> str:
 def match_key(dataset: str, stimulus: str) -> str:
     """Key for matching names across sources (HAD class spaces -> underscores; CC2017 padded)."""
     return get_spec(dataset).match(stimulus)
+
+
+def check_stimulus(spec: DatasetSpec, name: str, source: str) -> str:
+    """``name`` when it is a canonical stimulus name of the dataset (its naming rule, and a safe relative
+    path: ``layout.check_stimulus``); else ValueError naming ``source``, the file or flag it was read from."""
+    layout.check_stimulus(name, source)
+    try:
+        canonical = spec.canonical(name)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+    if canonical != name:
+        raise ValueError(f"{source}: stimulus {name!r} is not spelled as {spec.name} names it ({canonical!r}).")
+    return name
+
+
+def check_stimuli(spec: DatasetSpec, names: list[str], source: str) -> list[str]:
+    """``names``, each checked by ``check_stimulus`` (the first bad one raises)."""
+    for name in names:
+        check_stimulus(spec, name, source)
+    return names
 
 
 def canonical_stimulus(dataset: str, name: str) -> str:
@@ -246,7 +276,7 @@ def listed_splits(spec: DatasetSpec, data_root: str | Path | None, subject: int 
                 f"Missing {path}: {spec.name} splits are per subject and are read from the lists "
                 f"{[layout.split_list_path(data_root, spec.name, s).name for s in SPLITS]} in {path.parent} "
                 f"(the original project's metadata); put them there, or prepare each subject from its pickle "
-                f"(`{download_command(spec)} --subjects N --prepare`), whose trials table carries its split."
+                f"(`{download_command(spec, data_root=data_root)} --subjects N --prepare`), whose trials table carries its split."
             )
         per_subject = read_json(path, remake="replace it with the original project's split list")
         if subject is None:
@@ -441,9 +471,9 @@ def has_annotations(dataset: str) -> bool:
     return get_spec(dataset).has_annotations
 
 
-def download_command(spec: DatasetSpec, subject: int | None = None) -> str:
+def download_command(spec: DatasetSpec, subject: int | None = None, data_root: str | Path | None = None) -> str:
     """The command that makes a dataset's inputs (one subject's, where a dataset is fetched per subject)."""
-    command = f"python download_data.py --dataset {spec.name}"
+    command = f"python download_data.py --dataset {spec.name}{layout.root_flag(data_root)}"
     return command if subject is None or spec.synthetic else f"{command} --subjects {subject}"
 
 
@@ -511,12 +541,22 @@ def annotations_path(data_root: str | Path | None, dataset: str) -> Path:
     return layout.annotations_path(data_root, dataset)
 
 
-def load_annotations(data_root: str | Path | None, dataset: str) -> dict:
-    """BMD-format annotations dict keyed by stimulus name."""
+def load_annotations(data_root: str | Path | None, dataset: str) -> dict[str, dict]:
+    """BMD-format annotations ``{stimulus: {field: value}}``; a missing, corrupt or ill-typed file, or a key
+    that is not one of the dataset's stimulus names, raises naming the file and the command that fetches it."""
+    spec = get_spec(dataset)
     path = layout.annotations_path(data_root, dataset)
+    again = f"delete it and run `{download_command(spec, data_root=data_root)}` again"
     if not path.exists():
-        raise FileNotFoundError(f"Missing annotations {path}: run `{download_command(get_spec(dataset))}` first.")
-    return read_json(path, remake=f"fetch it again with `{download_command(get_spec(dataset))}`")
+        raise FileNotFoundError(f"Missing annotations {path}: run `{download_command(spec, data_root=data_root)}` first.")
+    notes = read_json(path, remake=again)
+    if not isinstance(notes, dict):
+        raise ValueError(f"{path}: expected a JSON object keyed by stimulus, found {json_kind(notes)}; {again}.")
+    bad = next((k for k, v in notes.items() if not isinstance(v, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: expected an object of fields for every stimulus, found {json_kind(notes[bad])} under {bad!r}; {again}.")
+    check_stimuli(spec, list(notes), f"{path} (keys)")
+    return notes
 
 
 def stimulus_path(data_root: str | Path | None, spec: DatasetSpec, stimulus: str) -> Path:
@@ -538,7 +578,7 @@ def row_stimuli(
         first = array.first_number if array.first_number is not None else n_train_rows + 1
         return [numbered_stimulus(first + i) for i in range(n_rows)]
     if order is None:
-        raise KeyError(f"Key {array.order_key!r} is needed to name the rows of {array.key!r}.")
+        raise ValueError(f"Key {array.order_key!r} is needed to name the rows of {array.key!r}.")
     if len(order) != n_rows:
         raise ValueError(f"{array.order_key!r} has {len(order)} names but {array.key!r} has {n_rows} rows.")
     return [spec.canonical(str(n)) for n in order]

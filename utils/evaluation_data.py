@@ -8,7 +8,12 @@ A reconstruction run's clip is read from its lossless frames
 its mp4. A folder of videos (``evaluate.py --videos DIR``) holds one entry per clip: an
 .mp4 or .gif file, or a folder of PNG/JPG frames (sorted by name); entry names map to
 stimuli by a regex with a named group ``stim``. A gif twice as wide as tall is MinD-Video's
-side-by-side layout (ground truth left, reconstruction right): its right half is scored.
+side-by-side layout (ground truth left, reconstruction right): its right half is scored. Each
+clip is matched to its own ground truth (its own frame count and size); a clip of fewer than
+``MIN_CLIP_FRAMES`` frames is refused, naming it, before anything is scored.
+
+Caption files (``reconstructions/<run>/captions.json``, ``target_vectors_<ds>/captions.json``) must
+map stimulus -> caption string; anything else is refused naming the file and what it holds.
 
 Oracle variants: besides the full prediction ``<run>``, reconstruct_zeroscope.py makes
 ``<run>_z-pred_caption-gt`` (predicted latent, ground-truth caption), ``<run>_z-gt_caption-pred``
@@ -32,8 +37,11 @@ import numpy as np
 
 from utils import layout, metrics, provenance, scoring
 from utils.datasets import load_annotations
-from utils.io import read_json, sha256_file
+from utils.io import check_captions, json_kind, read_captions, read_json, sha256_file
 from utils.video import read_video, video_info
+
+# Frames a clip needs: the ST score and the video classifier compare frames.
+MIN_CLIP_FRAMES = 2
 
 # Flags that change the numbers or the report (the resume fingerprint hashes them).
 FINGERPRINT_FLAGS = (
@@ -124,7 +132,23 @@ def find_folder_clips(
             f"--videos {folder}: no .mp4/.gif file or frame folder matches --name-pattern {pattern!r} "
             f"(entries: {sorted(p.name for p in folder.iterdir())[:5]})."
         )
+    for path in clips.values():
+        check_clip_frames(path, clip_frame_count(path))
     return sorted(clips.items())
+
+
+def clip_frame_count(path: Path) -> int:
+    """Frames of a folder's clip without decoding its pixels: its frame files, or the video's packets."""
+    return len(frame_files(path)) if path.is_dir() else int(video_info(path)["n_frames"])
+
+
+def check_clip_frames(path: Path, n_frames: int) -> None:
+    """Refuse a clip of fewer than ``MIN_CLIP_FRAMES`` frames, naming it."""
+    if n_frames < MIN_CLIP_FRAMES:
+        raise ValueError(
+            f"Clip {path} has {n_frames} frame(s); scoring needs at least {MIN_CLIP_FRAMES} per clip "
+            "(the ST score and the video classifier compare frames): drop it or give it more frames."
+        )
 
 
 def frame_files(folder: Path) -> list[Path]:
@@ -159,6 +183,7 @@ def read_clip(path: Path) -> tuple[np.ndarray, bool]:
             raise ValueError(f"Lossless frames {path} must be uint8 (F, H, W, 3), found {frames.dtype} {frames.shape}.")
     else:
         frames = read_video(path)
+    check_clip_frames(path, len(frames))
     if path.suffix.lower() == ".gif" and is_side_by_side(frames):
         return frames[:, :, frames.shape[2] // 2 :], True
     return frames, False
@@ -167,24 +192,22 @@ def read_clip(path: Path) -> tuple[np.ndarray, bool]:
 def decoded_captions(data_root: str | Path | None, run: str) -> dict[str, str]:
     """``reconstructions/<run>/captions.json`` as ``{stimulus: caption}`` (empty when absent).
 
-    Accepts ``{stim: "text"}`` or ``{stim: {"caption": "text", ...}}``.
+    Accepts ``{stim: "text"}`` or ``{stim: {"caption": "text", ...}}``; anything else raises naming the file.
     """
-    raw = read_json(layout.reconstruction_captions_path(layout.reconstructions_dir(data_root, run)), default={}) or {}
-    out = {}
-    for stim, value in raw.items():
-        text = value.get("caption") if isinstance(value, dict) else value
-        if isinstance(text, str):
-            out[stim] = text
-    return out
+    path = layout.reconstruction_captions_path(layout.reconstructions_dir(data_root, run))
+    remake = f"delete it and rerun the reconstruct_zeroscope.py command of run {run!r} with --overwrite"
+    raw = read_json(path, default={}, remake=remake)
+    if isinstance(raw, dict):  # {stim: {"caption": text, ...}} -> {stim: text}
+        raw = {k: v["caption"] if isinstance(v, dict) and "caption" in v else v for k, v in raw.items()}
+    return check_captions(raw, path, remake)
 
 
 def blip_captions(data_root: str | Path | None, dataset: str) -> dict[str, str]:
-    """BLIP's caption of each watched clip (``target_vectors_<ds>/captions.json``; empty when absent)."""
-    raw = read_json(
-        layout.captions_path(data_root, dataset), default={},
-        remake=f"delete it and rerun `python extract_targets_blip.py --dataset {dataset}`",
-    ) or {}
-    return {stim: text for stim, text in raw.items() if isinstance(text, str)}
+    """BLIP's caption of each watched clip (``target_vectors_<ds>/captions.json``; empty when absent); a file that
+    is not a mapping of stimulus -> caption string raises naming it."""
+    path = layout.captions_path(data_root, dataset)
+    remake = f"delete it and rerun `python extract_targets_blip.py --dataset {dataset}`"
+    return read_captions(path, remake, default={})
 
 
 def reconstruction_settings(data_root: str | Path | None, run: str) -> dict[str, Any] | None:
@@ -205,12 +228,27 @@ def caption_label(data_root: str | Path | None, run: str) -> str:
 
 
 def human_captions(data_root: str | Path | None, dataset: str) -> dict[str, list[str]]:
-    """Human captions per stimulus from the BMD-format annotations (empty when the dataset has none)."""
+    """Human captions per stimulus from the BMD-format annotations (empty when the dataset has none); a
+    ``text_descriptions`` that is not a list of strings raises naming the file and the stimulus."""
     try:
         notes = load_annotations(data_root, dataset)
     except FileNotFoundError:
         return {}
-    return {stim: list(entry.get("text_descriptions") or []) for stim, entry in notes.items() if entry.get("text_descriptions")}
+    out = {}
+    for stim, entry in notes.items():
+        texts = entry.get("text_descriptions") or []
+        if isinstance(texts, list):
+            found = next((f"{json_kind(t)} in the list" for t in texts if not isinstance(t, str)), None)
+        else:
+            found = json_kind(texts)
+        if found is not None:
+            raise ValueError(
+                f"{layout.annotations_path(data_root, dataset)}: expected a list of caption strings as the text_descriptions of "
+                f"{stim!r}, found {found}."
+            )
+        if texts:
+            out[stim] = list(texts)
+    return out
 
 
 def run_subject(data_root: str | Path | None, run: str) -> str:

@@ -276,7 +276,7 @@ def write_prepared_from_indiv(
             record = {k: v for k, v in (summary.get("settings") or {}).items() if k.startswith("source")}
         settings = prepare_settings(roi_set, nan_policy, record)
         summary_path = layout.prepared_summary_path(data_root, dataset, subject_dir.name, roi_set)
-        command = prepare_command(dataset, subject, roi_set, nan_policy, step="--from-indiv")
+        command = prepare_command(dataset, subject, roi_set, nan_policy, step="--from-indiv", data_root=data_root)
         done = reuse_prepared(summary, settings, overwrite, summary_path, command)
         if done is not None:
             return done

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,14 +57,24 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except OSError as error:
-        if error.errno in NO_SPACE:
-            raise OSError(error.errno, f"No space left on the device while writing {path} ({error.strerror}); free space "
-                          f"under {path.parent} and rerun: finished files are kept") from error
+    except Exception as error:  # numpy, torch and safetensors report a full disk in their own ways
+        if getattr(error, "errno", None) in NO_SPACE or (getattr(error, "errno", None) is None and _nearly_full(path.parent)):
+            raise OSError(errno.ENOSPC, f"No space left on the device while writing {path} ({getattr(error, 'strerror', None) or error}); "
+                          f"free space under {path.parent} and rerun: finished files are kept") from error
         raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _nearly_full(folder: Path, margin: int = 1 << 20) -> bool:
+    """True when the file system of ``folder`` has less than ``margin`` bytes free: numpy's short writes
+    ("N requested and M written") and torch's failed writes carry no errno, so a full disk is recognised
+    by its free space."""
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
 
 
 def remove_stale_temps(directory: str | Path) -> list[Path]:
@@ -107,6 +118,44 @@ def read_json(path: str | Path, default: Any = None, remake: str = "delete it an
         raise ArtifactError(f"{path} is truncated or not valid JSON ({error}): {remake}.") from None
 
 
+def json_kind(value: Any) -> str:
+    """A JSON value as an error message names it: ``a list of 12 items``, ``an object of 2 keys``, ``null``, ``the number 4``."""
+    if isinstance(value, (list, dict)):
+        n = len(value)
+        return f"a list of {n} item{'s' * (n != 1)}" if isinstance(value, list) else f"an object of {n} key{'s' * (n != 1)}"
+    if value is None:
+        return "null"
+    kind = "boolean" if isinstance(value, bool) else "string" if isinstance(value, str) else "number"
+    return f"the {kind} {json.dumps(value)[:40]}"
+
+
+def check_captions(raw: Any, path: str | Path, remake: str) -> dict[str, str]:
+    """``raw`` (a caption file's JSON) as ``{stimulus: caption}``; ArtifactError naming ``path``, what was expected
+    and what it holds (the whole file, or the first caption that is not a string)."""
+    expected = f"{path}: expected a mapping of stimulus -> caption string"
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{expected}, found {json_kind(raw)}: {remake}.")
+    bad = next((k for k, v in raw.items() if not isinstance(v, str)), None)
+    if bad is not None:
+        raise ArtifactError(f"{expected}, found {json_kind(raw[bad])} under key {bad!r}: {remake}.")
+    return dict(raw)
+
+
+def read_captions(path: str | Path, remake: str, default: dict[str, str] | None = None) -> dict[str, str] | None:
+    """A captions file ``{stimulus: caption}`` (``default`` when it does not exist), checked by ``check_captions``."""
+    raw = read_json(path, default=None, remake=remake)
+    return default if raw is None else check_captions(raw, path, remake)
+
+
+def check_finite(array: np.ndarray, path: str | Path, remake: str) -> np.ndarray:
+    """``array`` when every value is finite; else ArtifactError naming the file, the count and ``remake``."""
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise ArtifactError(f"{path} holds {bad} non-finite value(s) (NaN or Inf) of {finite.size}, expected finite numbers: {remake}.")
+    return array
+
+
 def load_npy(path: str | Path, remake: str, mmap: bool = False, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """One ``.npy`` artifact; a missing, truncated or wrongly shaped file raises naming it and ``remake``.
 
@@ -134,7 +183,10 @@ def load_pt(path: str | Path, remake: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError) as error:  # truncated zip, bad magic, unsafe global
-        raise ArtifactError(f"{path} is truncated or not a checkpoint this code wrote ({str(error).splitlines()[0]}): {remake}.") from None
+        why = str(error).splitlines()[0]
+        if "weights only" in why.lower():  # torch's own text goes on to suggest weights_only=False, which would run its code
+            why = "it holds objects other than tensors and plain containers, so it is not unpickled: that could run code"
+        raise ArtifactError(f"{path} is truncated or not a checkpoint this code wrote ({why}): {remake}.") from None
 
 
 def is_complete_npy(path: str | Path, shape: tuple[int, ...] | None = None) -> bool:

@@ -5,16 +5,74 @@ create or read files, so they are safe to call anywhere.
 """
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 DEFAULT_DATA_ROOT = Path("data")
 # Reserved folder inside predictions/<run>/<target>/ for per-subject copies (never a stimulus).
 BY_SUBJECT = "by_subject"
 
+# ----------------------------------------------------------------------------- names that become paths
+#
+# Every name that becomes part of a path (run, output-run, method, target and stage names from flags;
+# stimulus names from trials tables, annotations, split lists and folders) passes one of the checks below
+# inside the path builders of this module, so no name can leave the folder it is meant for.
+
+# Run-like names: one path component of safe characters, starting with a letter or digit (so never "."
+# or ".." or a hidden file), short enough that the longest suffix a stage or the runner appends
+# (``_z-pred_c_zeroscope-gt``, ``_clip``, ...) keeps a file name far below the usual 255-byte limit.
+MAX_NAME_LENGTH = 100
+NAME_SUFFIX_ROOM = 60  # derived folder names (a run name plus a stage's suffix) may be this much longer
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+NAME_RULE = "letters, digits and . _ + = -, starting with a letter or digit"
+# Stimulus names: a relative path of one or two components (HAD keeps ``<Class>/<clip>``), none of
+# them empty, "." or "..", hidden, or holding a backslash, NUL or another control character.
+MAX_STIMULUS_COMPONENT = 200
+_BAD_STIMULUS_CHARS = re.compile(r"[\\\x00-\x1f\x7f]")
+
+
+def check_name(name: str, what: str = "run name", max_length: int = MAX_NAME_LENGTH) -> str:
+    """``name`` when it is one safe folder name (see ``NAME_RULE``) of at most ``max_length`` characters;
+    else ValueError naming ``what`` (e.g. ``--run``), the rule and what was found."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or len(name) > max_length:
+        found = f"{type(name).__name__}" if not isinstance(name, str) else f"{name[:80]!r}" + (f" ({len(name)} characters)" if len(name) > max_length else "")
+        raise ValueError(f"{what} {found}: expected one folder name of {NAME_RULE}, at most {max_length} characters.")
+    return name
+
+
+def derived_name(name: str, what: str = "run name") -> str:
+    """A folder name made from a checked name plus a stage's suffix (``<run>_clip``, ``gt_<ds>_c_zeroscope``)."""
+    return check_name(name, what, MAX_NAME_LENGTH + NAME_SUFFIX_ROOM)
+
+
+def check_stimulus(stimulus: str, source: str = "stimulus name") -> str:
+    """``stimulus`` when it is a safe relative path of one or two components (see above); else ValueError
+    naming ``source`` (the file or flag it came from). The dataset's own naming rule is checked by
+    ``utils.datasets.check_stimulus``; this check alone keeps every path inside its folder."""
+    parts = stimulus.split("/") if isinstance(stimulus, str) else []
+    ok = 1 <= len(parts) <= 2 and all(
+        p and p not in (".", "..") and not p.startswith(".") and len(p) <= MAX_STIMULUS_COMPONENT and not _BAD_STIMULUS_CHARS.search(p)
+        for p in parts
+    )
+    if not ok:
+        raise ValueError(
+            f"{source}: stimulus name {str(stimulus)[:120]!r} is not a relative name of one or two parts (no '.', '..', "
+            f"hidden or empty parts, no backslash or control characters, at most {MAX_STIMULUS_COMPONENT} characters a part)."
+        )
+    return stimulus
+
 
 def root(data_root: str | Path | None = None) -> Path:
     """Resolve the data root (``./data`` when not given)."""
     return Path(data_root) if data_root is not None else DEFAULT_DATA_ROOT
+
+
+def root_flag(data_root: str | Path | None) -> str:
+    """`` --data-root <root>`` for a command that a message suggests; empty for the default ``./data``."""
+    if data_root is None or Path(data_root) == DEFAULT_DATA_ROOT:
+        return ""
+    return f" --data-root {shlex.quote(str(data_root))}"
 
 
 # ----------------------------------------------------------------------------- files every stage folder has
@@ -112,12 +170,12 @@ def metadata_dir(data_root: str | Path | None, dataset: str) -> Path:
 
 def targets_dir(data_root: str | Path | None, dataset: str, target: str) -> Path:
     """``target_vectors_<ds>/<target>/``: one ``<stim>.npy`` per stimulus."""
-    return root(data_root) / f"target_vectors_{dataset}" / target
+    return root(data_root) / f"target_vectors_{dataset}" / check_name(target, "target name")
 
 
 def target_path(data_root: str | Path | None, dataset: str, target: str, stimulus: str) -> Path:
     """One target file; HAD stimuli keep their ``<Class>/`` subfolder."""
-    return targets_dir(data_root, dataset, target) / f"{stimulus}.npy"
+    return targets_dir(data_root, dataset, target) / f"{check_stimulus(stimulus)}.npy"
 
 
 def captions_path(data_root: str | Path | None, dataset: str) -> Path:
@@ -132,22 +190,22 @@ def annotations_path(data_root: str | Path | None, dataset: str) -> Path:
 
 def checkpoint_dir(data_root: str | Path | None, stage: str, run: str) -> Path:
     """``checkpoints/<stage>/<run>/``."""
-    return root(data_root) / "checkpoints" / stage / run
+    return root(data_root) / "checkpoints" / check_name(stage, "stage name") / derived_name(run)
 
 
 def embeddings_dir(data_root: str | Path | None, run: str) -> Path:
     """``embeddings/<run>/``: one contrastive run's exported encoder outputs and manifest."""
-    return root(data_root) / "embeddings" / run
+    return root(data_root) / "embeddings" / derived_name(run)
 
 
 def embeddings_path(data_root: str | Path | None, run: str, dataset: str, subject_folder: str) -> Path:
     """``embeddings/<run>/<ds>/subNN.npy``: encoder outputs per trial (rows = prepared trials)."""
-    return embeddings_dir(data_root, run) / dataset / f"{subject_folder}.npy"
+    return embeddings_dir(data_root, run) / check_name(dataset, "dataset") / f"{check_name(subject_folder, 'subject folder')}.npy"
 
 
 def embeddings_trials_path(data_root: str | Path | None, run: str, dataset: str, subject_folder: str) -> Path:
     """``embeddings/<run>/<ds>/subNN_trials.csv``: the trials table the embedding rows follow."""
-    return embeddings_dir(data_root, run) / dataset / f"{subject_folder}_trials.csv"
+    return embeddings_dir(data_root, run) / check_name(dataset, "dataset") / f"{check_name(subject_folder, 'subject folder')}_trials.csv"
 
 
 def predictions_root(data_root: str | Path | None) -> Path:
@@ -157,7 +215,7 @@ def predictions_root(data_root: str | Path | None) -> Path:
 
 def predictions_run_dir(data_root: str | Path | None, run: str) -> Path:
     """``predictions/<run>/``: one regression run (per-target folders, metrics, manifest)."""
-    return predictions_root(data_root) / run
+    return predictions_root(data_root) / derived_name(run)
 
 
 def regression_metrics_path(data_root: str | Path | None, run: str) -> Path:
@@ -167,27 +225,27 @@ def regression_metrics_path(data_root: str | Path | None, run: str) -> Path:
 
 def predictions_dir(data_root: str | Path | None, run: str, target: str) -> Path:
     """``predictions/<run>/<target>/``: one ``<stim>.npy`` per predicted stimulus."""
-    return predictions_run_dir(data_root, run) / target
+    return predictions_run_dir(data_root, run) / check_name(target, "target name")
 
 
 def prediction_path(data_root: str | Path | None, run: str, target: str, stimulus: str) -> Path:
     """``predictions/<run>/<target>/<stim>.npy``; HAD stimuli keep their ``<Class>/`` subfolder."""
-    return predictions_dir(data_root, run, target) / f"{stimulus}.npy"
+    return predictions_dir(data_root, run, target) / f"{check_stimulus(stimulus)}.npy"
 
 
 def subject_predictions_dir(data_root: str | Path | None, run: str, target: str, dataset: str, subject_folder: str) -> Path:
     """``predictions/<run>/<target>/by_subject/<ds>/subNN/``: one of several test subjects."""
-    return predictions_dir(data_root, run, target) / BY_SUBJECT / dataset / subject_folder
+    return predictions_dir(data_root, run, target) / BY_SUBJECT / check_name(dataset, "dataset") / check_name(subject_folder, "subject folder")
 
 
 def subject_prediction_path(data_root: str | Path | None, run: str, target: str, dataset: str, subject_folder: str, stimulus: str) -> Path:
     """``predictions/<run>/<target>/by_subject/<ds>/subNN/<stim>.npy``: one test subject's prediction."""
-    return subject_predictions_dir(data_root, run, target, dataset, subject_folder) / f"{stimulus}.npy"
+    return subject_predictions_dir(data_root, run, target, dataset, subject_folder) / f"{check_stimulus(stimulus)}.npy"
 
 
 def reconstructions_dir(data_root: str | Path | None, run: str) -> Path:
     """``reconstructions/<run>/`` with ``mp4/``, ``gif/`` and ``captions.json``."""
-    return root(data_root) / "reconstructions" / run
+    return reconstructions_root(data_root) / derived_name(run)
 
 
 def reconstruction_captions_path(out_dir: str | Path) -> Path:
@@ -202,12 +260,13 @@ def reconstruction_captions_part_path(out_dir: str | Path, rank: int | str) -> P
 
 def reconstruction_video_paths(out_dir: str | Path, stimulus: str) -> tuple[Path, Path]:
     """(``mp4/<stim>.mp4``, ``gif/<stim>.gif``) of one reconstructed clip."""
+    check_stimulus(stimulus)
     return reconstruction_mp4_dir(out_dir) / f"{stimulus}.mp4", Path(out_dir) / "gif" / f"{stimulus}.gif"
 
 
 def evaluation_dir(data_root: str | Path | None, run: str) -> Path:
     """``evaluation/<run>/`` with metrics.json, metrics.md, report.html and figures/."""
-    return root(data_root) / "evaluation" / run
+    return root(data_root) / "evaluation" / derived_name(run)
 
 
 def report_path(out_dir: str | Path) -> Path:
@@ -232,7 +291,7 @@ def media_dir(out_dir: str | Path) -> Path:
 
 def media_path(out_dir: str | Path, stimulus: str, kind: str) -> Path:
     """``<evaluation dir>/media/<stim>_<kind>.mp4``: a clip copied for the report (kind: true, pred)."""
-    return media_dir(out_dir) / f"{stimulus}_{kind}.mp4"
+    return media_dir(out_dir) / f"{check_stimulus(stimulus)}_{kind}.mp4"
 
 
 # ----------------------------------------------------------------------------- datasets: downloads, split lists, demo
@@ -328,7 +387,7 @@ def settings_path(directory: str | Path) -> Path:
 
 def reconstruction_frames_path(out_dir: str | Path, stimulus: str) -> Path:
     """``<reconstruction dir>/frames/<stim>.npy``: the clip's frames, lossless uint8 (F, H, W, 3); evaluation reads these."""
-    return Path(out_dir) / "frames" / f"{stimulus}.npy"
+    return Path(out_dir) / "frames" / f"{check_stimulus(stimulus)}.npy"
 
 
 def lock_path(directory: str | Path) -> Path:

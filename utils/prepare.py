@@ -38,6 +38,7 @@ import scipy.sparse
 from utils import layout
 from utils.datasets import (
     DatasetSpec,
+    check_stimuli,
     download_command,
     expected_rows,
     find_subject_folder,
@@ -93,9 +94,12 @@ def check_nan_policy(nan_policy: str) -> None:
         raise ValueError(f"Unknown nan_policy={nan_policy!r}. Use one of {NAN_POLICIES}.")
 
 
-def prepare_command(dataset: str, subject: int, roi_set: str = DEFAULT_ROI_SET, nan_policy: str = "drop", step: str = "--prepare") -> str:
+def prepare_command(
+    dataset: str, subject: int, roi_set: str = DEFAULT_ROI_SET, nan_policy: str = "drop", step: str = "--prepare",
+    data_root: str | Path | None = None,
+) -> str:
     """The command that prepares one subject with these settings (``step``: ``--prepare`` or ``--from-indiv``)."""
-    command = f"python download_data.py --dataset {dataset} --subjects {subject} {step}"
+    command = f"python download_data.py --dataset {dataset}{layout.root_flag(data_root)} --subjects {subject} {step}"
     if roi_set != DEFAULT_ROI_SET:
         command += f" --roi-set {roi_set}"
     return command + (f" --nan-policy {nan_policy}" if nan_policy != "drop" else "")
@@ -157,14 +161,14 @@ def recorded_summary(data_root: str | Path | None, dataset: str, subject: int, r
 
 def source_command(data_root: str | Path | None, spec: DatasetSpec, subject: int) -> str:
     """The command that makes a subject's pickle (the demo: with the sizes it was generated with)."""
-    return demo_command(data_root) if spec.synthetic else download_command(spec, subject)
+    return demo_command(data_root) if spec.synthetic else download_command(spec, subject, data_root)
 
 
 def missing_pickle_message(data_root: str | Path | None, spec: DatasetSpec, subject: int, path: Path) -> str:
     """What to say when a subject's pickle is missing: the path and the command that makes it."""
     if spec.synthetic:
         return f"Missing pickle {path}: {missing_demo_subject(data_root, subject)}"
-    return f"Missing pickle {path}: run `{download_command(spec, subject)}` first."
+    return f"Missing pickle {path}: run `{download_command(spec, subject, data_root)}` first."
 
 
 def write_prepared_array(data_root: str | Path | None, dataset: str, subject: int, roi_set: str):
@@ -194,7 +198,7 @@ def validate_pickle(data: object, spec: DatasetSpec, subject: int, n_vertices: i
     needed = [a.key for a in spec.arrays] + [a.order_key for a in spec.arrays if a.order_key]
     missing = [k for k in needed if k not in data]
     if missing:
-        raise KeyError(f"{source}: missing key(s) {missing}; expected {needed}, found {sorted(data)}.")
+        raise ValueError(f"{source}: missing key(s) {missing}; expected {needed}, found {sorted(data)}.")
     for array in spec.arrays:
         value = data[array.key]
         shape = getattr(value, "shape", None)
@@ -358,7 +362,7 @@ def prepare_subject(
     pkl = source_pickle_path(data_root, spec, subject)
     folder = find_subject_folder(data_root, dataset, subject)
     subject_dir = layout.betas_dir(data_root, dataset, folder)
-    command = prepare_command(dataset, subject, roi_set, nan_policy)
+    command = prepare_command(dataset, subject, roi_set, nan_policy, data_root=data_root)
     if not pkl.exists() and (overwrite or not is_prepared(data_root, dataset, subject, roi_set)):
         raise FileNotFoundError(missing_pickle_message(data_root, spec, subject, pkl))
     with run_lock(subject_dir, "prepare"):
@@ -478,12 +482,12 @@ def load_prepared(data_root: str | Path | None, dataset: str, subject: int, roi_
     """Memory-map a prepared subject; a missing, incomplete or corrupt file is named with the command that remakes it."""
     folder = find_subject_folder(data_root, dataset, subject)
     array_path, trials_path, summary_path = _paths(data_root, dataset, folder, roi_set)
-    remake = f"rerun `{prepare_command(dataset, subject, roi_set)} --overwrite`"
+    remake = f"rerun `{prepare_command(dataset, subject, roi_set, data_root=data_root)} --overwrite`"
     summary = read_json(summary_path, remake=remake)
     if summary is None:
         raise FileNotFoundError(
             f"Subject {subject} of {dataset} is not prepared ({summary_path} missing): "
-            f"run `{prepare_command(dataset, subject, roi_set)}` first."
+            f"run `{prepare_command(dataset, subject, roi_set, data_root=data_root)}` first."
         )
     if not isinstance(summary, dict) or not isinstance(summary.get("shape"), list):
         raise ArtifactError(f"{summary_path} is not a prepared summary (no 'shape'): {remake}.")
@@ -491,9 +495,26 @@ def load_prepared(data_root: str | Path | None, dataset: str, subject: int, roi_
     if not trials_path.exists():
         raise FileNotFoundError(f"Missing {trials_path}: {remake}.")
     trials = read_trials_csv(trials_path, remake)
+    check_stimuli(get_spec(dataset), sorted(set(trials.stimulus)), f"{trials_path} (column 'stimulus')")
     if len(trials) != betas.shape[0]:
         raise ArtifactError(f"{trials_path} has {len(trials)} rows but {array_path} has {betas.shape[0]}: {remake}.")
+    bad = first_nonfinite_row(betas)
+    if bad is not None:
+        raise ArtifactError(
+            f"{array_path}: row {bad} ({dataset} sub{subject:02d}, stimulus {trials.stimulus[bad]!r}, repeat {int(trials.repeat[bad])}) holds "
+            f"NaN or Inf, which prepare never writes: prepare the subject again, dropping such trials (--nan-policy drop) or setting "
+            f"them to 0 (--nan-policy zero): `{prepare_command(dataset, subject, roi_set, data_root=data_root)} --overwrite`."
+        )
     return Prepared(dataset, subject, roi_set, betas, trials)
+
+
+def first_nonfinite_row(betas: np.ndarray, chunk: int = 4096) -> int | None:
+    """Index of the first row of ``betas`` (n_trials, n_vertices) holding NaN or Inf, read in chunks; None when all are finite."""
+    for start in range(0, len(betas), chunk):
+        rows = np.flatnonzero(~np.isfinite(np.asarray(betas[start:start + chunk])).all(axis=1))
+        if rows.size:
+            return start + int(rows[0])
+    return None
 
 
 def average_repeats(prepared: Prepared, split: str) -> tuple[list[str], np.ndarray]:

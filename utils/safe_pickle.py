@@ -119,8 +119,11 @@ def load_mbm_checkpoint(path: str | Path) -> tuple[SimpleNamespace, dict]:
 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_CheckpointPickleModule)
-    except UnsafePickleError:
-        raise
+    except UnsafePickleError as error:
+        raise UnsafePickleError(
+            f"{path}: {str(error).removeprefix(_CheckpointUnpickler.source + ': ')} Not loaded: unpickling it could run code; "
+            "use a checkpoint that holds tensors and plain settings only."
+        ) from None
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
         raise ValueError(f"{path} is truncated or not a torch checkpoint ({error}).") from error
     if not isinstance(payload, dict) or "model" not in payload:

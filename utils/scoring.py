@@ -164,8 +164,11 @@ def add_pixel_scores(
 ) -> None:
     """SSIM under each convention of ``ssim`` (``SSIM_KEYS``) and PSNR, means over frames, of one pair of uint8 (n, s, s, 3) clips.
 
-    grayscale applies to MindEye's SSIM; MinD-Video's is always on RGB.
+    grayscale applies to MindEye's SSIM; MinD-Video's is always on RGB. A mismatched ``true`` (another clip's truth,
+    of its own frame count and size) is first brought to ``pred``'s frames and size.
     """
+    if mismatched:
+        _, true = metrics.match_frames(pred, true, len(pred), pred.shape[1:3])  # (n, s, s, 3)
     for variant in ssim:
         if variant == "mindvideo":
             value = metrics.ssim_frames_mindvideo(pred, true).mean()
@@ -274,7 +277,9 @@ def _clip_summary(scores: RunScores, settings: EvaluationSettings, out: dict, sk
     """CLIP frame similarity (with its mismatched baseline), 2-way identification among clips, ST score."""
     frames = scores.clip_frames
     n = len(frames)
-    mismatched = np.array([metrics.clip_frame_similarity(frames[i][0], frames[i - 1][1]) for i in range(n)]) if n > 1 else None
+    mismatched = np.array([
+        metrics.clip_frame_similarity(frames[i][0], _rows_like(frames[i - 1][1], frames[i][0])) for i in range(n)
+    ]) if n > 1 else None
     out["clip_similarity"] = metrics.summary(scores.array("clip_similarity"), "CLIP cosine of matching frames", None, mismatched)
     if n >= 2:
         mean_pred = np.stack([p.mean(axis=0) for p, _ in frames])  # (N, D)
@@ -290,6 +295,13 @@ def _clip_summary(scores: RunScores, settings: EvaluationSettings, out: dict, sk
         scores.array("st_score"), "ST score: CLIP cosine of consecutive reconstructed frames", None,
         scores.array("st_score_ground_truth"), baseline_label="ground truth",
     )
+
+
+def _rows_like(rows: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``rows`` (T2, D) picked by linspace to as many rows as ``like`` (T1, D): another clip's frames against this clip's."""
+    from utils.video import sample_indices
+
+    return rows[sample_indices(len(rows), len(like))]
 
 
 def _caption_summary(

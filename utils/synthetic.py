@@ -42,7 +42,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from utils import layout
 from utils.cli import nonnegative_float, positive_int
-from utils.datasets import DEMO, numbered_stimulus, stimulus_path, subject_folder
+from utils.datasets import DEMO, numbered_stimulus, parse_subject, stimulus_path, subject_folder
 from utils.io import atomic_path, read_json, write_json, write_text
 from utils.rois import get_roi_set, parse_roi_set, roi_indices
 from utils.video import write_mp4
@@ -426,6 +426,27 @@ def check_demo_subjects(data_root: str | Path | None, subjects: list[int]) -> No
     missing = [s for s in subjects if demo_subjects(data_root) is None or s > demo_subjects(data_root)]
     if missing:
         raise ValueError(f"Subject(s) {missing} of the demo do not exist: {missing_demo_subject(data_root, max(missing))}")
+
+
+def check_demo_subject_flags(subjects: list[str] | None, n_subjects: int) -> list[int]:
+    """The ``--subjects`` of a demo synthesis (``--n-subjects n_subjects``) as numbers; a label that is not
+    one of 1..n_subjects raises ValueError naming the flag, the labels and the valid range."""
+    numbers, bad = [], []
+    for label in subjects or []:
+        try:
+            number = parse_subject(label)
+        except ValueError:
+            number = None
+        if number is None or number > n_subjects:
+            bad.append(str(label))
+        else:
+            numbers.append(number)
+    if bad:
+        raise ValueError(
+            f"--subjects {' '.join(bad)}: the demo has subjects 1..{n_subjects} (--n-subjects {n_subjects}); "
+            "give subjects in that range, or more with --n-subjects."
+        )
+    return numbers
 
 
 def demo_settings(args: argparse.Namespace) -> dict:
