@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 
-from models.demo.fit import STEPS, fit_all
+from models.demo.fit import BUDGETS, STEPS, fit_all
 from utils import layout
 from utils.cli import DEFAULT_DATA_ROOT, nonnegative_int, parse_args, positive_float, positive_int, resolve_processes, run_main
 from utils.datasets import DATASETS, get_spec
@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epoch-scale", type=positive_float, default=1.0,
                         help="multiply every step's epochs by this (at least 1 epoch), e.g. 0.25 for a quick look; recorded in each "
                         "fit_<step>.json (default: %(default)s)")
+    parser.add_argument("--budget", default="quick", choices=sorted(BUDGETS),
+                        help="fit budget: 'quick' fits the demo in a few CPU minutes, 'full' scales each step's epochs by its "
+                        "factor in models/demo/fit.py BUDGETS (about an hour of CPU; the shipped demo_models/ were fitted so) "
+                        "(default: %(default)s)")
     parser.add_argument("--jobs", type=nonnegative_int, default=0,
                         help="worker processes fitting independent steps side by side, each on one thread (the weights are the "
                         "same as one after another); 0 = one per usable CPU core on the CPU, 1 on a GPU (default: %(default)s)")
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     with run_lock(layout.demo_models_root(args.data_root), STAGE):
         records = fit_all(
             args.data_root, args.device, args.seed, args.overwrite, tuple(args.steps), args.held_out_every, args.epoch_scale,
-            resolve_processes(args.jobs, args.device),
+            resolve_processes(args.jobs, args.device), args.budget,
         )
     for step, record in records.items():
         print(f"[{STAGE}] {step}: {record['folder']} ({record['seconds']} s)")

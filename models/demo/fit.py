@@ -57,6 +57,14 @@ NEEDS = {"zeroscope": ("vae", "clip")}
 # The fit steps each demo model folder needs (what a loader checks before loading).
 FOLDER_STEPS = {"zeroscope": ("vae", "zeroscope"), "clip": ("clip",), "blip": ("blip",),
                 "image_classifier": ("image_classifier",), "video_classifier": ("video_classifier",)}
+# Fit budgets: each step's epochs times these (times --epoch-scale). "quick" fits the demo in a few CPU minutes (the
+# tests, a first look); "full" is the budget the shipped demo models (demo_models/) were fitted with: about an hour
+# of CPU, where the VAE keeps the shapes' colours, the UNet keeps the latent it starts from, and the classifiers
+# read shapes and motion (bench/results_demo.md).
+BUDGETS: dict[str, dict[str, float]] = {
+    "quick": {},
+    "full": {"vae": 5.0, "clip": 1.0, "zeroscope": 5.0, "blip": 2.0, "image_classifier": 4.0, "video_classifier": 4.0},
+}
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "samples_per_s", "seconds")
 README = """MODELS FITTED TO THE SYNTHETIC DEMO WORLD - NOT the real Zeroscope, BLIP, CLIP, ViT or VideoMAE.
 
@@ -152,20 +160,23 @@ def run_step(
 
 def fit_all(
     data_root: str | Path | None, device_flag: str = "cpu", seed: int = 0, overwrite: bool = False, steps: tuple[str, ...] = tuple(STEPS),
-    held_out_every: int = 10, epoch_scale: float = 1.0, jobs: int = 1,
+    held_out_every: int = 10, epoch_scale: float = 1.0, jobs: int = 1, budget: str = "quick",
 ) -> dict[str, dict[str, Any]]:
-    """Run ``steps`` (in the order of ``STEPS``); returns {step: record}. ``epoch_scale`` < 1 shortens
-    every fit (tests, quick looks); the records say what ran. ``jobs`` > 1 fits independent steps
-    side by side in that many worker processes (:func:`fit_in_workers`), each on one thread, with the
-    same weights as one after another."""
+    """Run ``steps`` (in the order of ``STEPS``); returns {step: record}. Each step's epochs are scaled by its
+    ``BUDGETS[budget]`` factor times ``epoch_scale`` (< 1 shortens every fit: tests, quick looks); the records say
+    what ran. ``jobs`` > 1 fits independent steps side by side in that many worker processes
+    (:func:`fit_in_workers`), each on one thread, with the same weights as one after another."""
+    if budget not in BUDGETS:
+        raise ValueError(f"--budget {budget!r}: expected one of {sorted(BUDGETS)}.")
     chosen = [step for step in STEPS if step in steps]
+    scales = {step: epoch_scale * BUDGETS[budget].get(step, 1.0) for step in chosen}
     if jobs > 1 and len(chosen) > 1:
-        return fit_in_workers(chosen, jobs, data_root, device_flag, seed, overwrite, held_out_every, epoch_scale)
+        return fit_in_workers(chosen, jobs, data_root, device_flag, seed, overwrite, held_out_every, scales)
     data = load_demo_data(data_root, held_out_every)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # CPU float results depend on the thread count: one thread makes a fit the same everywhere
     try:
-        return {step: run_step(step, data, data_root, device_flag, seed, overwrite, epoch_scale) for step in chosen}
+        return {step: run_step(step, data, data_root, device_flag, seed, overwrite, scales[step]) for step in chosen}
     finally:
         torch.set_num_threads(threads)
 
@@ -190,9 +201,9 @@ def ready_steps(pending: list[str], finished: set[str], chosen: list[str]) -> li
 
 def fit_in_workers(
     chosen: list[str], jobs: int, data_root: str | Path | None, device_flag: str, seed: int, overwrite: bool,
-    held_out_every: int, epoch_scale: float,
+    held_out_every: int, scales: dict[str, float],
 ) -> dict[str, dict[str, Any]]:
-    """Fit ``chosen`` in up to ``jobs`` spawned processes, each step starting once the steps it needs
+    """Fit ``chosen`` (each step's epochs scaled by ``scales[step]``) in up to ``jobs`` spawned processes, each step starting once the steps it needs
     (``NEEDS``) have finished. A failed step stops the others from starting; its error is raised
     once the running ones end (their records are written, so a rerun keeps them)."""
     import multiprocessing
@@ -210,7 +221,7 @@ def fit_in_workers(
                 for step in ready_steps(pending, finished, chosen)[: jobs - len(running)]:
                     pending.remove(step)
                     print(f"[fit_demo_models] {step}: started", flush=True)
-                    running[pool.submit(fit_one_in_worker, step, data_root, device_flag, seed, overwrite, held_out_every, epoch_scale)] = step
+                    running[pool.submit(fit_one_in_worker, step, data_root, device_flag, seed, overwrite, held_out_every, scales[step])] = step
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
