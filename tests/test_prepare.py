@@ -138,7 +138,7 @@ def test_bmd_row_count_is_checked(tmp_path):
 
 
 def test_missing_pickle_names_download_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"download_data.py --dataset bmd --subjects 4"):
+    with pytest.raises(FileNotFoundError, match=rf"download_data.py --dataset bmd --data-root {tmp_path} --subjects 4"):
         prepare.prepare_subject(tmp_path, "bmd", 4)
     with pytest.raises(FileNotFoundError, match=r"--prepare"):
         prepare.load_prepared(tmp_path, "bmd", 4)

@@ -203,7 +203,7 @@ def test_corrupt_prepared_files_are_named_with_the_command_that_remakes_them(tmp
     prepare.prepare_subject(tmp_path, "demo", 1)
     array, trials, summary = (f(tmp_path, "demo", "sub01", "Group41") for f in
                               (layout.prepared_array_path, layout.prepared_trials_path, layout.prepared_summary_path))
-    remake = "python download_data.py --dataset demo --subjects 1 --prepare --overwrite"
+    remake = f"python download_data.py --dataset demo --data-root {tmp_path} --subjects 1 --prepare --overwrite"
     good = {p: p.read_bytes() for p in (array, trials, summary)}
     for path in (array, trials, summary):
         path.write_bytes(good[path][: len(good[path]) // 2])
@@ -217,7 +217,7 @@ def test_corrupt_prepared_files_are_named_with_the_command_that_remakes_them(tmp
 def test_a_truncated_pickle_names_itself_and_the_command(tmp_path):
     path = _write_pickle(tmp_path, "bmd", 1, _demo_data())
     path.write_bytes(path.read_bytes()[:500])
-    with pytest.raises(ValueError, match=r"truncated or not a pickle .*delete it and run `python download_data.py --dataset bmd --subjects 1`") as info:
+    with pytest.raises(ValueError, match=rf"truncated or not a pickle .*delete it and run `python download_data.py --dataset bmd --data-root {tmp_path} --subjects 1`") as info:
         prepare.prepare_subject(tmp_path, "bmd", 1)
     assert str(path) in str(info.value)
 

@@ -167,7 +167,7 @@ def test_missing_inputs_name_their_command(root):
     (partial / "0007.npy").unlink()
     with pytest.raises(FileNotFoundError, match=r"missing for 2 of 3 demo stimuli .*: 0003, 0007\."):
         load_targets(root, "demo", "partial", ["0003", "0004", "0007"])
-    with pytest.raises(FileNotFoundError, match=r"download_data.py --dataset demo --subjects 7 --prepare"):
+    with pytest.raises(FileNotFoundError, match=rf"download_data.py --dataset demo --data-root {root} --subjects 7 --prepare"):
         regress.main(["--data-root", str(root), "--subjects", "7", "--targets", "clip"])
     with pytest.raises(FileNotFoundError, match="finetune_contrastive.py"):
         regress.main(["--data-root", str(root), "--input", "embeddings", "--embeddings-run", "nope", "--subjects", "1"])

@@ -84,7 +84,7 @@ def test_missing_videos_make_one_line_with_the_fetch_command(demo_root: Path, ca
     lines = [line for line in out.splitlines() if "MISSING" in line or "does not exist" in line]
     assert lines == [
         f"MISSING 4 videos in {video(demo_root, '0002').parent} (0002, 0003, 0004, 0005): "
-        "fetch them with `python download_data.py --dataset demo --what stimuli`, then rerun"
+        f"fetch them with `python download_data.py --dataset demo --data-root {demo_root} --what stimuli`, then rerun"
     ]
     manifest = read_json(layout.manifest_path(z_dir(demo_root)))
     assert sorted(manifest["failed"]) == ["0002", "0003", "0004", "0005"] and manifest["counts"]["missing"] == 4
@@ -197,7 +197,7 @@ def test_ctrl_c_ends_with_one_line_and_releases_the_lock(
 def test_corrupt_annotations_are_named_before_work(demo_root: Path) -> None:
     notes = layout.annotations_path(demo_root, "demo")
     notes.write_text(notes.read_text()[:50])
-    with pytest.raises(ArtifactError, match=rf"{notes} is truncated or not valid JSON .*`python download_data.py --dataset demo` again"):
+    with pytest.raises(ArtifactError, match=rf"{notes} is truncated or not valid JSON .*`python download_data.py --dataset demo --data-root {demo_root}` again"):
         extract_targets_blip.main(["--data-root", str(demo_root), *BLIP_ARGS])
     with pytest.raises(ArtifactError, match=str(notes)):
         zeroscope(demo_root, "--targets", "c_zeroscope")
@@ -208,6 +208,6 @@ def test_corrupt_captions_are_named_before_work(demo_root: Path) -> None:
     captions = layout.captions_path(demo_root, "demo")
     captions.parent.mkdir(parents=True)
     captions.write_text('{"0001": "a red ')
-    with pytest.raises(ArtifactError, match=rf"{captions} is truncated .*`python extract_targets_blip.py --dataset demo`"):
+    with pytest.raises(ArtifactError, match=rf"{captions} is truncated .*`python extract_targets_blip.py --dataset demo --data-root {demo_root}`"):
         extract_targets_blip.main(["--data-root", str(demo_root), *BLIP_ARGS])
     assert not list((demo_root / "target_vectors_demo").rglob("*.npy"))

@@ -133,7 +133,7 @@ def test_resume_after_weights_saved_without_their_optimizer_state(tmp_path):
 
 def test_bad_inputs(tmp_path):
     make_structured(tmp_path, subjects=(1,))
-    with pytest.raises(FileNotFoundError, match="download_data.py --dataset demo --subjects 5 --prepare"):
+    with pytest.raises(FileNotFoundError, match=f"download_data.py --dataset demo --data-root {tmp_path} --subjects 5 --prepare"):
         run(tmp_path, "--epochs", "1", subjects=("5",))
     with pytest.raises(FileNotFoundError, match="no train_state.pt"):
         run(tmp_path, "--epochs", "1", "--run", "new", "--resume", subjects=("1",))

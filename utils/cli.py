@@ -276,15 +276,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 def is_expected_error(error: BaseException) -> bool:
     """True for the errors a user can act on, which ``run_main`` prints in one line: every ``OSError`` (a missing
     or unreadable file, a full disk, a read-only folder: each names its path), a held run lock, an unsafe
-    checkpoint, and a ``ValueError`` (bad input, a corrupt file, refused settings) raised by a ``raise`` statement of
-    this project's own checks. A ``ValueError`` raised inside a library or by a failing call (numpy's broadcasting,
-    say) is a bug here: its traceback is shown."""
+    checkpoint, and a ``ValueError`` (bad input, a corrupt file, refused settings) or ``RuntimeError`` (a non-finite
+    training loss, an unfitted regressor) raised by a ``raise`` statement of this project's own checks. One raised
+    inside a library or by a failing call (numpy's broadcasting, say) is a bug here: its traceback is shown."""
     from utils.locks import RunLockedError
     from utils.safe_pickle import UnsafePickleError
 
     if isinstance(error, (OSError, RunLockedError, UnsafePickleError)):
         return True
-    if not isinstance(error, ValueError) or error.__traceback__ is None:
+    if not isinstance(error, (ValueError, RuntimeError)) or error.__traceback__ is None:
         return False
     tb = error.__traceback__
     while tb.tb_next is not None:

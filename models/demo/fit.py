@@ -214,7 +214,7 @@ def fit_in_workers(
     running: dict[Future, str] = {}
     error: BaseException | None = None
     print(f"[fit_demo_models] {len(chosen)} steps in {min(jobs, len(chosen))} processes; each step's progress bars: "
-          f"{layout.demo_fit_log_path(data_root, '<step>')}", flush=True)
+          f"{layout.demo_fit_log_path(data_root, 'step').with_name('<step>.log')}", flush=True)
     with ProcessPoolExecutor(max_workers=min(jobs, len(chosen)), mp_context=multiprocessing.get_context("spawn")) as pool:
         while pending or running:
             if error is None:
