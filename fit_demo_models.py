@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import argparse
 
-from models.demo.fit import BUDGETS, STEPS, fit_all
+from models.demo.fit import BUDGETS, STEPS, fit_all, step_record
+from models.demo.shipped import SHIPPED_DIR, install_shipped, ship
 from utils import layout
 from utils.cli import DEFAULT_DATA_ROOT, nonnegative_int, parse_args, positive_float, positive_int, resolve_processes, run_main
 from utils.datasets import DATASETS, get_spec
+from utils.io import git_commit
 from utils.locks import run_lock
 from utils.seeds import seed_everything
 
@@ -68,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes fitting independent steps side by side, each on one thread (the weights are the "
                         "same as one after another); 0 = one per usable CPU core on the CPU, 1 on a GPU (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="fit the selected steps again, replacing their models")
+    parser.add_argument("--from-shipped", action="store_true",
+                        help="use the fitted models shipped in demo_models/ when they were fitted to a demo world of the same "
+                        "settings as this data root's (files checked against their sha256); otherwise fit (run_pipeline.py "
+                        "passes it unless --refit-demo)")
+    parser.add_argument("--ship", action="store_true",
+                        help="after fitting, copy the models and their fit records to demo_models/ with a manifest (code "
+                        "commit, budget, demo settings, sha256 of every file), replacing what is shipped")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of every error (default: one line for expected errors)")
     return parser
 
@@ -78,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     if not get_spec(args.dataset).synthetic:
         raise ValueError(f"--dataset {args.dataset}: fit_demo_models.py fits models to a synthetic dataset only.")
     seed_everything(args.seed)
+    fitted_here = any(step_record(args.data_root, step) is not None for step in STEPS)  # models of an earlier run stay
+    if args.from_shipped and not fitted_here and (manifest := install_shipped(args.data_root)) is not None:
+        print(f"[{STAGE}] installed the shipped demo models ({SHIPPED_DIR.name}/, fitted with --budget {manifest['budget']} at "
+              f"commit {manifest['code_commit']}) under {layout.demo_models_root(args.data_root)}; --refit-demo fits them here instead")
+        return 0
     with run_lock(layout.demo_models_root(args.data_root), STAGE):
         records = fit_all(
             args.data_root, args.device, args.seed, args.overwrite, tuple(args.steps), args.held_out_every, args.epoch_scale,
@@ -85,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     for step, record in records.items():
         print(f"[{STAGE}] {step}: {record['folder']} ({record['seconds']} s)")
+    if args.ship:
+        manifest = ship(args.data_root, git_commit() or "unknown", args.budget)
+        print(f"[{STAGE}] shipped {len(manifest['files'])} files to {SHIPPED_DIR}")
     return 0
 
 

@@ -3,7 +3,7 @@
 Stages (each is a script's ``main(argv)``, called in this process; numbered as in the README):
     0   download_data              --dataset demo: synthesise the demo; real datasets: fetch betas + metadata
     0   prepare                    download_data.py --prepare: pickles -> one float32 array per subject
-    0b  fit_demo_models            --preset demo only: fit the demo models to the train clips -> models_demo/
+    0b  fit_demo_models            --preset demo only: install the shipped demo models (demo_models/), or fit them (--refit-demo) -> models_demo/
     1b  extract_targets_zeroscope  Zeroscope VAE latents of every stimulus
     1a  extract_targets_blip       BLIP embeddings + captions, CLIP embeddings
     2a  train_mbm                  masked brain modeling pretraining           -> checkpoints/mbm/<run>/
@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also reconstruct from ground-truth latents and/or captions (<run>_z-gt_caption-gt, <run>_z-gt_caption-pred, "
         "<run>_z-pred_caption-gt) and evaluate them, so the report shows where information is lost",
     )
+    parser.add_argument(
+        "--refit-demo", action="store_true",
+        help="with --preset demo: fit the demo models on this machine (fit_demo_models.py, quick budget) instead of installing "
+        "the ones shipped in demo_models/ (fitted with --budget full); a data root that already has fitted models keeps them "
+        "unless --overwrite",
+    )
     parser.add_argument("--isolate", action="store_true", help="run each stage in its own Python process (separate peak-RAM figures)")
     parser.add_argument("--keep-going", action="store_true", help="continue with the next stages after a failure")
     return parser
@@ -180,18 +186,24 @@ def applies(stage: str, args: argparse.Namespace) -> bool:
     return True
 
 
-def oracles(args: argparse.Namespace) -> dict[tuple[str, str], str]:
-    """``{(--z-from, --caption-from): output run}`` of this run's oracle reconstructions (the names the
-    report looks for first, ``utils.evaluation_data.oracle_run_names``); empty with --no-oracles."""
+def oracles(args: argparse.Namespace) -> dict[str, list[str]]:
+    """``{output run: its reconstruct_zeroscope.py flags}`` of this run's oracle reconstructions (the names the report
+    looks for first, ``utils.evaluation_data.oracle_run_names``): the sources, and strength 0 for the decode-only
+    baselines; empty with --no-oracles."""
     if not args.oracles:
         return {}
     names = evaluation_data.oracle_run_names(args.run, args.dataset)
-    return {evaluation_data.ORACLE_SOURCES[v]: names[v][0] for v in evaluation_data.ORACLE_VARIANTS if v != "full_prediction"}
+    out = {}
+    for variant in evaluation_data.ORACLE_VARIANTS[:-1]:  # the last is the full prediction itself
+        z_from, caption_from = evaluation_data.ORACLE_SOURCES[variant]
+        strength = ["--strength", "0"] if variant in evaluation_data.DECODE_ONLY else []
+        out[names[variant][0]] = ["--z-from", z_from, "--caption-from", caption_from, *strength]
+    return out
 
 
 def oracle_runs(args: argparse.Namespace) -> list[str]:
     """The oracle reconstruction runs of this pipeline run (empty with --no-oracles)."""
-    return list(oracles(args).values())
+    return list(oracles(args))
 
 
 def default_run(dataset: str, preset: str | None = None, subjects: list[str] | None = None) -> str:
@@ -230,7 +242,7 @@ def stage_argv(stage: str, args: argparse.Namespace) -> list[str]:
     own = {
         "download_data": [],
         "prepare": ["--prepare"],
-        "fit_demo_models": [],
+        "fit_demo_models": [] if args.refit_demo else ["--from-shipped"],
         "extract_targets_zeroscope": ["--no-progress"],
         "extract_targets_blip": ["--no-progress"],
         "train_mbm": ["--run", args.run],
@@ -254,7 +266,7 @@ def stage_argvs(stage: str, args: argparse.Namespace) -> list[list[str]]:
     argv = stage_argv(stage, args)
     if stage != "reconstruct_oracles":
         return [argv]
-    return [argv + ["--z-from", z, "--caption-from", c, "--output-run", run] for (z, c), run in oracles(args).items()]
+    return [argv + [*flags, "--output-run", run] for run, flags in oracles(args).items()]
 
 
 def contrastive_run(args: argparse.Namespace) -> str:

@@ -1,4 +1,5 @@
-"""Benchmark: the default `python run_pipeline.py` on a fresh data root (demo preset, fits included).
+"""Benchmark: the default `python run_pipeline.py` on a fresh data root (demo preset: the shipped demo models
+installed, or fitted here with ``--refit-demo``).
 
 Runs the runner twice in a child process (fresh, then the rerun that finds everything done),
 each with ``/proc``-free accounting: wall time, and the peak resident memory of the child
@@ -6,6 +7,8 @@ each with ``/proc``-free accounting: wall time, and the peak resident memory of 
 
 - time per stage (the runner's summary) and the totals;
 - the fit records (models_demo/fit_<step>.json): seconds and held-out metrics of each step;
+- the metrics of the full prediction beside every link of "where information is lost", the two baselines without
+  diffusion included (the VAE round trip of the true clip, the predicted latent decoded at strength 0);
 - the VAE round trip on the TEST frames (a measurement after the fit: PSNR / SSIM of
   encode -> decode with the fitted demo VAE, the same SSIM as evaluate.py);
 - the reconstruction metrics of the full prediction and of its oracles (evaluation/*/metrics.json),
@@ -43,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from models.demo.data import FACTORS, IMAGE_FACTORS  # noqa: E402
 from models.demo.fit import STEPS  # noqa: E402
-from utils import layout  # noqa: E402
+from utils import evaluation_data, layout  # noqa: E402
 from utils.datasets import DEMO, list_stimuli, stimulus_path  # noqa: E402
 from utils.metrics import mean_sem  # noqa: E402
 from utils.report import markdown_table  # noqa: E402
@@ -118,8 +121,9 @@ def caption_hits(root: Path, run: str) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in hits.items()}
 
 
-def readout_rows(root: Path, runs: list[str]) -> list[list[str]]:
-    """What the demo's image and video classifiers read in the ground-truth test clips and in each run's."""
+def readout_rows(root: Path, runs: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+    """What the demo's image and video classifiers read in the ground-truth test clips and in each run's, and the
+    colour read per true colour (frames of that colour whose colour the image classifier reads right)."""
     from models import zoo
     from models.demo.classifiers import factor_accuracies
     from models.demo.data import N_TARGET_FRAMES, VIDEO_FACTORS, design_labels
@@ -138,14 +142,22 @@ def readout_rows(root: Path, runs: list[str]) -> list[list[str]]:
         if layout.reconstructions_dir(root, run).is_dir():
             found = dict(find_clips(root, run))
             clip_sets[run] = [read_clip(found[s])[0] for s in stimuli]
-    rows = []
+    rows, colour_rows = [], []
     for name, clips in clip_sets.items():
         probs = np.stack([image_class_probs(image_model, image_processor, clip[frames_read]) for clip in clips])  # (N, 3, C)
         per_frame = np.repeat(np.arange(len(clips)), len(frames_read))
-        image = factor_accuracies(probs.reshape(-1, probs.shape[-1]), {f: labels[f][per_frame] for f in IMAGE_FACTORS}, IMAGE_FACTORS)
+        frame_labels = {f: labels[f][per_frame] for f in IMAGE_FACTORS}
+        flat = probs.reshape(-1, probs.shape[-1])  # (N*3, C)
+        image = factor_accuracies(flat, frame_labels, IMAGE_FACTORS)
         video = factor_accuracies(video_class_probs(video_model, video_processor, clips), labels, VIDEO_FACTORS)
         rows.append([name, *(f"{image[f'top1_{f}']:.2f}" for f in IMAGE_FACTORS), f"{video['top1_motion']:.2f}"])
-    return rows
+        cells = []
+        for colour in range(len(FACTORS["colour"])):
+            keep = frame_labels["colour"] == colour
+            read = factor_accuracies(flat[keep], {f: v[keep] for f, v in frame_labels.items()}, IMAGE_FACTORS) if keep.any() else None
+            cells.append("-" if read is None else f"{read['top1_colour']:.2f} ({int(keep.sum())})")
+        colour_rows.append([name, *cells])
+    return rows, colour_rows
 
 
 def metric_rows(root: Path, runs: list[str]) -> list[list[str]]:
@@ -196,12 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", required=True, help="a fresh (or finished, with --no-run) data root")
     parser.add_argument("--no-run", action="store_true", help="only read the outputs of a finished run")
+    parser.add_argument("--refit-demo", action="store_true", help="fit the demo models here instead of installing the shipped ones")
     args = parser.parse_args(argv)
     root = Path(args.data_root).resolve()
     if not args.no_run:
         if root.exists() and any(root.iterdir()):
             raise SystemExit(f"{root} is not empty: the benchmark needs a fresh data root.")
-        first, peak, output = run_child(["--data-root", str(root)])
+        first, peak, output = run_child(["--data-root", str(root), *(["--refit-demo"] if args.refit_demo else [])])
         rerun, peak_rerun, _ = run_child(["--data-root", str(root)])
         print(f"fresh run: {first:.0f} s, rerun: {rerun:.0f} s, peak RSS of the children: {max(peak, peak_rerun):.0f} MiB\n")
         print(markdown_table(["stage", "status", "seconds"], stage_rows(output)))
@@ -213,14 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     print("\nfits (held-out train clips):\n")
     print(markdown_table(["step", "seconds", "held-out metrics"], fit_rows))
     print(f"\nVAE round trip on the test frames: {vae_round_trip(root)}\n")
-    runs = [RUN, f"{RUN}_z-gt_caption-gt", f"{RUN}_z-gt_caption-pred", f"{RUN}_z-pred_caption-gt"]
+    variants = evaluation_data.oracle_run_names(RUN, DEMO.name)
+    runs = [RUN, *(variants[v][0] for v in evaluation_data.ORACLE_VARIANTS if v != "full_prediction")]
     print(markdown_table(["run", *METRICS], metric_rows(root, runs)))
     print(f"\nper clip, each oracle minus {RUN} (mean ± paired SEM over the test clips):\n")
     print(markdown_table(["difference", *METRICS], paired_rows(root, RUN, runs[1:])))
     print(f"\ndecoded captions of {RUN} (test clips) naming the truth: {caption_hits(root, RUN)}")
     chance = ", ".join(f"{f} {1 / len(FACTORS[f]):.2f}" for f in (*IMAGE_FACTORS, "motion"))
     print(f"\nthe demo classifiers' top-1 on the test clips (image: frames 0, 7, 14; video: the clip; chance {chance}):\n")
-    print(markdown_table(["clips", *IMAGE_FACTORS, "motion"], readout_rows(root, runs)))
+    readout, by_colour = readout_rows(root, runs)
+    print(markdown_table(["clips", *IMAGE_FACTORS, "motion"], readout))
+    print("\ncolour read per true colour (image classifier, frames 0, 7, 14; in brackets: frames of that colour):\n")
+    print(markdown_table(["clips", *FACTORS["colour"]], by_colour))
     return 0
 
 

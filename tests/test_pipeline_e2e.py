@@ -9,7 +9,7 @@ import pytest
 
 import run_pipeline
 from tests.conftest import SMALL_RUN
-from utils import layout
+from utils import evaluation_data, layout
 from utils.metrics import n_way_identification
 
 
@@ -86,6 +86,8 @@ def test_demo_pipeline_end_to_end(finished_demo_run, capfd):
     for oracle in run_pipeline.oracle_runs(run_pipeline.resolve(run_pipeline.build_parser().parse_args(["--data-root", str(root), *SMALL_RUN]))):
         assert json.loads((layout.evaluation_dir(root, oracle) / "metrics.json").read_text())["n_clips"] == 8, oracle
     assert "Where information is lost" in report.read_text()
+    # Every link is measured, the two baselines without diffusion included.
+    assert list(metrics["oracles"]) == list(evaluation_data.ORACLE_VARIANTS) and metrics["oracles_missing"] == {}
 
     # A rerun (each stage in its own process) finds every output complete and leaves the evaluation as it was.
     before = (layout.evaluation_dir(root, run) / "metrics.json").read_bytes()

@@ -198,8 +198,10 @@ def recon_run(root, name: str, z_from: str | None = None, caption_from: str | No
 
 def test_oracle_variants_are_found_in_one_place(tmp_path):
     assert evaluation_data.oracle_run_names("demo_tiny", "demo") == {
+        "vae_round_trip": ("demo_tiny_z-gt_decode-only",),
         "gt_latent_gt_caption": ("demo_tiny_z-gt_caption-gt", "gt_demo"), "gt_latent_decoded_caption": ("demo_tiny_z-gt_caption-pred",),
-        "pred_latent_gt_caption": ("demo_tiny_z-pred_caption-gt",), "full_prediction": ("demo_tiny",),
+        "pred_latent_gt_caption": ("demo_tiny_z-pred_caption-gt",), "pred_latent_decoded": ("demo_tiny_z-pred_decode-only",),
+        "full_prediction": ("demo_tiny",),
     }
     assert evaluation_data.oracle_run_names("r_c_zeroscope", "bmd", "c_zeroscope")["gt_latent_decoded_caption"] == ("r_z-gt_c_zeroscope-pred",)
     recon_run(tmp_path, "run", "pred", "pred")
@@ -211,14 +213,21 @@ def test_oracle_variants_are_found_in_one_place(tmp_path):
     found = evaluation_data.find_oracles(tmp_path, "run", "demo")
     assert found.runs == {"gt_latent_gt_caption": "gt_demo", "full_prediction": "run"}
     assert found.excluded == {"run_z-pred_caption-gt": "steps: 20, the full prediction's 4"}
-    assert found.missing == {"gt_latent_decoded_caption": "run_z-gt_caption-pred"}
+    assert found.missing == {"vae_round_trip": "run_z-gt_decode-only", "gt_latent_decoded_caption": "run_z-gt_caption-pred", "pred_latent_decoded": "run_z-pred_decode-only"}
     recon_run(tmp_path, "other_z-gt_caption-gt", "gt", "gt", seed=1)
     recon_run(tmp_path, "other", "pred", "pred", seed=1)
     recon_run(tmp_path, "other_z-gt_caption-pred", "gt", "gt", seed=1)  # its record says gt caption: not this variant
     other = evaluation_data.find_oracles(tmp_path, "other", "demo")  # the run's own ground-truth variant before gt_<ds>
     assert other.runs == {"gt_latent_gt_caption": "other_z-gt_caption-gt", "full_prediction": "other"}
     assert other.excluded == {"other_z-gt_caption-pred": "caption_from='gt' where 'pred' was expected"}
-    assert other.missing == {"pred_latent_gt_caption": "other_z-pred_caption-gt"}
+    assert other.missing == {"vae_round_trip": "other_z-gt_decode-only", "pred_latent_gt_caption": "other_z-pred_caption-gt",
+                             "pred_latent_decoded": "other_z-pred_decode-only"}
+    # The decode-only baselines run no diffusion: other steps and seed do not matter, but their strength must be 0.
+    recon_run(tmp_path, "other_z-pred_decode-only", "pred", "none", steps=20, strength=0.0)
+    recon_run(tmp_path, "other_z-gt_decode-only", "gt", "none", strength=0.5)
+    other = evaluation_data.find_oracles(tmp_path, "other", "demo")
+    assert other.runs["pred_latent_decoded"] == "other_z-pred_decode-only" and "vae_round_trip" not in other.runs
+    assert other.excluded["other_z-gt_decode-only"] == "strength=0.5 where 0.0 was expected"
     # Results: this evaluation's, else a kept evaluation whose fingerprint is the current one.
     main = {"run": "run", "n_clips": 1, "metrics": {"ssim": metric(0.3)}}
     kept = {"run": "gt_demo", "n_clips": 1, "metrics": {"ssim": metric(0.9)}, "inputs_fingerprint": "k1"}
@@ -230,7 +239,7 @@ def test_oracle_variants_are_found_in_one_place(tmp_path):
     record = evaluation_data.oracle_record(found, results)
     assert list(record["oracles"]) == ["gt_latent_gt_caption", "full_prediction"]
     assert record["oracles"]["gt_latent_gt_caption"]["label"] == "ground-truth latent + ground-truth caption"
-    assert record["oracles_missing"] == {"gt_latent_decoded_caption": "run_z-gt_caption-pred"} and record["oracles_excluded"] == found.excluded
+    assert record["oracles_missing"] == found.missing and record["oracles_excluded"] == found.excluded
     assert evaluation_data.caption_label(tmp_path, "run") == "decoded from brain data"
     assert evaluation_data.caption_label(tmp_path, "gt_demo").startswith("ground-truth caption")
     assert evaluation_data.caption_label(tmp_path, "named") == "decoded caption"

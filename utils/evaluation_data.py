@@ -37,7 +37,7 @@ import numpy as np
 
 from utils import layout, metrics, provenance, scoring
 from utils.datasets import load_annotations
-from utils.io import check_captions, json_kind, read_captions, read_json, sha256_file
+from utils.io import ArtifactError, check_captions, json_kind, read_captions, read_json, sha256_file
 from utils.video import read_video, video_info
 
 # Frames a clip needs: the ST score and the video classifier compare frames.
@@ -326,28 +326,42 @@ def display_fps(true_path: Path, n_frames: int) -> float:
 
 
 def read_regression_metrics(data_root: str | Path | None, predictions_run: str) -> dict | None:
-    """regress.py's ``predictions/<run>/metrics.json``, or None when that run has none."""
-    return read_json(
-        layout.regression_metrics_path(data_root, predictions_run), remake=f"rerun `python regress.py --run {predictions_run} --overwrite`"
-    )
+    """regress.py's ``predictions/<run>/metrics.json``, or None when that run has none; a corrupt file, or one that
+    is not an object with a ``targets`` object, raises naming it."""
+    path = layout.regression_metrics_path(data_root, predictions_run)
+    remake = f"rerun `python regress.py{layout.root_flag(data_root)} --run {predictions_run} --overwrite`"
+    metrics = read_json(path, remake=remake)
+    if metrics is not None and not (isinstance(metrics, dict) and isinstance(metrics.get("targets", {}), dict)):
+        found = json_kind(metrics) if not isinstance(metrics, dict) else f"'targets' as {json_kind(metrics['targets'])}"
+        raise ArtifactError(f"{path}: expected regress.py's metrics (an object with a 'targets' object), found {found}: {remake}.")
+    return metrics
 
 
 # ----------------------------------------------------------------------------- oracle variants of a run
 
-ORACLE_VARIANTS = ("gt_latent_gt_caption", "gt_latent_decoded_caption", "pred_latent_gt_caption", "full_prediction")
+ORACLE_VARIANTS = (
+    "vae_round_trip", "gt_latent_gt_caption", "gt_latent_decoded_caption", "pred_latent_gt_caption", "pred_latent_decoded",
+    "full_prediction",
+)
 ORACLE_SOURCES = {  # variant -> (--z-from, --caption-from) of reconstruct_zeroscope.py
-    "gt_latent_gt_caption": ("gt", "gt"), "gt_latent_decoded_caption": ("gt", "pred"),
-    "pred_latent_gt_caption": ("pred", "gt"), "full_prediction": ("pred", "pred"),
+    "vae_round_trip": ("gt", "none"), "gt_latent_gt_caption": ("gt", "gt"), "gt_latent_decoded_caption": ("gt", "pred"),
+    "pred_latent_gt_caption": ("pred", "gt"), "pred_latent_decoded": ("pred", "none"), "full_prediction": ("pred", "pred"),
 }
 ORACLE_LABELS = {
+    "vae_round_trip": "VAE round trip of the true clip (true latent, no diffusion)",
     "gt_latent_gt_caption": "ground-truth latent + ground-truth caption",
     "gt_latent_decoded_caption": "ground-truth latent + decoded caption",
     "pred_latent_gt_caption": "predicted latent + ground-truth caption",
+    "pred_latent_decoded": "predicted latent, decoded without diffusion (strength 0)",
     "full_prediction": "full prediction (predicted latent + decoded caption)",
 }
-# Reconstruction settings that must agree for variants to be compared (the diffusion and its models).
+# The baselines the generator must beat: latents decoded by the VAE alone (reconstruct_zeroscope.py --strength 0).
+DECODE_ONLY = ("vae_round_trip", "pred_latent_decoded")
+# Reconstruction settings that must agree for variants to be compared (the diffusion and its models); a decode-only
+# variant runs no diffusion, so only its models and dtype are compared, and its strength must be 0.
 COMPARED_SETTINGS = ("condition", "steps", "strength", "guidance_scale", "negative_prompt", "seed", "preset", "zeroscope", "dtype")
-VARIANT_NAME = re.compile(r"^gt_|_z-(?:pred|gt)_(?:caption|c_zeroscope)-(?:pred|gt|none)$")
+DECODE_COMPARED = ("preset", "zeroscope", "dtype")
+VARIANT_NAME = re.compile(r"^gt_|_z-(?:pred|gt)_(?:caption|c_zeroscope)-(?:pred|gt|none)$|_z-(?:pred|gt)_decode-only$")
 
 
 def oracle_run_names(run: str, dataset: str, condition: str = "caption") -> dict[str, tuple[str, ...]]:
@@ -362,7 +376,10 @@ def oracle_run_names(run: str, dataset: str, condition: str = "caption") -> dict
     else:
         base, text = run, "caption"
         truth = (f"{run}_z-gt_caption-gt", f"gt_{dataset}")
-    names = (truth, (f"{base}_z-gt_{text}-pred",), (f"{base}_z-pred_{text}-gt",), (run,))
+    names = (
+        (f"{base}_z-gt_decode-only",), truth, (f"{base}_z-gt_{text}-pred",), (f"{base}_z-pred_{text}-gt",),
+        (f"{base}_z-pred_decode-only",), (run,),
+    )
     return dict(zip(ORACLE_VARIANTS, names, strict=True))
 
 
@@ -410,8 +427,10 @@ def oracle_differences(main: dict[str, Any], other: dict[str, Any] | None, varia
     if not main or not other:
         return []
     z_from, caption_from = ORACLE_SOURCES[variant]
-    why = [f"{k}={other.get(k)!r} where {v!r} was expected" for k, v in (("z_from", z_from), ("caption_from", caption_from)) if other.get(k) != v]
-    return why + [f"{k}: {other.get(k)!r}, the full prediction's {main.get(k)!r}" for k in COMPARED_SETTINGS if other.get(k) != main.get(k)]
+    expected = {"z_from": z_from, "caption_from": caption_from} | ({"strength": 0.0} if variant in DECODE_ONLY else {})
+    why = [f"{k}={other.get(k)!r} where {v!r} was expected" for k, v in expected.items() if other.get(k) != v]
+    compared = DECODE_COMPARED if variant in DECODE_ONLY else COMPARED_SETTINGS
+    return why + [f"{k}: {other.get(k)!r}, the full prediction's {main.get(k)!r}" for k in compared if other.get(k) != main.get(k)]
 
 
 def oracle_results(

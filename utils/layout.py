@@ -35,10 +35,10 @@ _BAD_STIMULUS_CHARS = re.compile(r"[\\\x00-\x1f\x7f]")
 def check_name(name: str, what: str = "run name", max_length: int = MAX_NAME_LENGTH) -> str:
     """``name`` when it is one safe folder name (see ``NAME_RULE``) of at most ``max_length`` characters;
     else ValueError naming ``what`` (e.g. ``--run``), the rule and what was found."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or len(name) > max_length:
-        found = f"{type(name).__name__}" if not isinstance(name, str) else f"{name[:80]!r}" + (f" ({len(name)} characters)" if len(name) > max_length else "")
-        raise ValueError(f"{what} {found}: expected one folder name of {NAME_RULE}, at most {max_length} characters.")
-    return name
+    if isinstance(name, str) and _NAME_RE.fullmatch(name) and len(name) <= max_length:
+        return name
+    found = repr(name[:80]) + (f" ({len(name)} characters)" if len(name) > 80 else "") if isinstance(name, str) else type(name).__name__
+    raise ValueError(f"{what} {found}: expected one folder name of {NAME_RULE}, at most {max_length} characters.")
 
 
 def derived_name(name: str, what: str = "run name") -> str:

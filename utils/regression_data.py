@@ -18,7 +18,7 @@ import numpy as np
 
 from utils import layout
 from utils.datasets import check_subjects, find_subject_folder, get_spec, subject_folder
-from utils.io import load_npy
+from utils.io import check_finite, load_npy
 from utils.prepare import Trials, load_prepared
 from utils.rois import DEFAULT_ROI_SET
 from utils.targets import check_same_recipe, load_targets
@@ -118,7 +118,8 @@ def load_subject(
     path = layout.embeddings_path(data_root, embeddings_run, dataset, find_subject_folder(data_root, dataset, subject))
     if not path.exists():
         raise FileNotFoundError(f"Missing embeddings {path}: run `{embeddings_command(dataset, embeddings_run)}` first.")
-    features = load_npy(path, f"re-export it with `{embeddings_command(dataset, embeddings_run)} --overwrite`", mmap=True)
+    remake = f"re-export it with `{embeddings_command(dataset, embeddings_run)}{layout.root_flag(data_root)} --overwrite`"
+    features = check_finite(load_npy(path, remake, mmap=True), path, remake)
     if features.ndim != 2 or len(features) != len(prepared.trials):
         raise ValueError(
             f"{path} has shape {features.shape}; expected ({len(prepared.trials)}, dim), one row per prepared trial of "

@@ -98,7 +98,9 @@ def oracle_rows(oracles: dict[str, dict[str, Any]], random_models: bool = False)
 NOT_MEASURED_CELL = "not a measurement"
 ORACLE_INTRO = (
     "Each row replaces predicted inputs of the reconstruction by ground truth: the ground-truth rows bound what "
-    "the video model and the caption allow, and the drop from row to row shows where information is lost."
+    "the video model and the caption allow, and the drop from row to row shows where information is lost. The two "
+    "rows without diffusion (the VAE round trip of the true clip, and the predicted latent decoded at strength 0) are "
+    "the baselines the generator must beat."
 )
 
 
@@ -152,6 +154,8 @@ def oracle_notes(result: dict[str, Any], random_models: bool = False) -> list[st
     """Lines under the oracle table: what a model-based cell of random models means, variants left out (not
     comparable) and variants not made or not evaluated."""
     lines = [f"Left out: `{run}` ({why})." for run, why in (result.get("oracles_excluded") or {}).items()]
+    if not random_models:
+        lines += generator_verdict(result.get("oracles") or {})
     if random_models and result.get("oracles"):
         lines.insert(0, f"'{NOT_MEASURED_CELL}': computed with a random model ({result.get('preset', '')} preset).")
     missing = result.get("oracles_missing") or {}
@@ -162,6 +166,20 @@ def oracle_notes(result: dict[str, Any], random_models: bool = False) -> list[st
             f"and evaluate them together with `{result['run']}`)."
         )
     return lines
+
+
+def generator_verdict(oracles: dict[str, dict[str, Any]]) -> list[str]:
+    """A line saying plainly where the full prediction does not beat its predicted latent decoded without diffusion
+    (the metrics on which the generator adds nothing at these settings); no line when it beats it on all."""
+    full, decoded = oracles.get("full_prediction"), oracles.get("pred_latent_decoded")
+    if not full or not decoded:
+        return []
+    higher = [name for name, value in full["metrics"].items()  # every column is higher-better; captions: none at strength 0
+              if name in decoded["metrics"] and not name.startswith("caption_") and decoded["metrics"][name]["mean"] >= value["mean"]]
+    if not higher:
+        return []
+    return [f"The generator adds nothing at these settings on {', '.join(higher)}: decoding the predicted latent without "
+            "diffusion (strength 0) scores as high or higher than the full reconstruction."]
 
 
 def first_of(captions: Sequence[str]) -> str:

@@ -373,4 +373,5 @@ def blip_step(data: DemoData, data_root: str | Path | None, device: torch.device
                            **held_out_metrics(m.blip, processor, data, frames, settings)},
         settings=settings.train,
         config=config,
+        load=lambda directory: BlipWithProbes(BlipForConditionalGeneration.from_pretrained(directory)).to(device).eval(),
     )

@@ -458,7 +458,13 @@ def image_step(
         return image_metrics(data.held_out, out_dir, next(model.parameters()).device)
 
     model = MaskedClassifier(image_model(config), config.patch_size, 1).to(device)
-    return FitStep(model, train, loss, validate, export, score, settings, asdict(config))
+
+    def load(directory: Path) -> nn.Module:  # score reads the exported folder; the module gives its device
+        from transformers import ViTForImageClassification
+
+        return ViTForImageClassification.from_pretrained(directory).to(device)
+
+    return FitStep(model, train, loss, validate, export, score, settings, asdict(config), load=load)
 
 
 def image_metrics(clips: ClipSet, folder: Path, device: torch.device) -> dict[str, Any]:
@@ -555,7 +561,13 @@ def video_step(
         return video_metrics(data.held_out, out_dir, next(model.parameters()).device)
 
     model = MaskedClassifier(video_model(config), config.patch_size, 2).to(device)
-    return FitStep(model, train, loss, validate, export, score, settings, asdict(config))
+
+    def load(directory: Path) -> nn.Module:  # score reads the exported folder; the module gives its device
+        from transformers import VideoMAEForVideoClassification
+
+        return VideoMAEForVideoClassification.from_pretrained(directory).to(device)
+
+    return FitStep(model, train, loss, validate, export, score, settings, asdict(config), load=load)
 
 
 def video_metrics(clips: ClipSet, folder: Path, device: torch.device) -> dict[str, Any]:

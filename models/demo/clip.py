@@ -189,7 +189,8 @@ def clip_step(
         return clip_metrics(model, CLIPProcessor.from_pretrained(out_dir), data)
 
     model = CLIPModel(clip_config(tokenizer, config)).to(device)
-    return FitStep(model, train, loss, validate, export, score, settings, asdict(config))
+    return FitStep(model, train, loss, validate, export, score, settings, asdict(config),
+                   load=lambda directory: CLIPModel.from_pretrained(directory).to(device).eval())
 
 
 def clip_metrics(model: nn.Module, processor: Any, data: DemoData) -> dict[str, Any]:

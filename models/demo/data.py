@@ -136,7 +136,8 @@ class FitStep:
     batch; loss: ``(model, batch) -> scalar``; validate: ``model -> {"val_loss": ...}`` on the
     held-out clips; export: writes the ``save_pretrained`` folder(s) from the trained model into
     the given directory; metrics: held-out fit metrics of the exported model (for the manifest);
-    settings: the optimisation settings; config: everything else that determines the weights.
+    settings: the optimisation settings; config: everything else that determines the weights;
+    load: the exported folder -> the module ``metrics`` takes (to score shipped models again).
     """
 
     model: torch.nn.Module
@@ -148,6 +149,7 @@ class FitStep:
     settings: TrainSettings
     config: dict[str, Any] = field(default_factory=dict)
     groups: list[dict] | None = None
+    load: Callable[[Path], torch.nn.Module] | None = None
 
 
 def in_eval_mode(model: torch.nn.Module, fn: Any) -> Any:

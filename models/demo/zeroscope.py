@@ -230,7 +230,8 @@ def vae_step(
 
     model = AutoencoderKL(**vae_config(config)).to(device)
     return FitStep(model, IndexedTensors(frames, clip_of_frame), loss, validate, export,
-                   lambda model: vae_metrics(model, data.held_out), settings, asdict(config))
+                   lambda model: vae_metrics(model, data.held_out), settings, asdict(config),
+                   load=lambda directory: AutoencoderKL.from_pretrained(directory).to(device).eval())
 
 
 # ---------------------------------------------------------------- text encoder
@@ -419,4 +420,5 @@ def unet_step(
 
     model = UNet3DConditionModel(**unet_config(config, int(encoder.config.hidden_size))).to(device)
     train = IndexedTensors(latents, torch.arange(len(latents)))
-    return FitStep(model, train, loss, validate, export, metrics, settings, asdict(config))
+    return FitStep(model, train, loss, validate, export, metrics, settings, asdict(config),
+                   load=lambda directory: UNet3DConditionModel.from_pretrained(directory / "unet").to(device).eval())
