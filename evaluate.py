@@ -66,7 +66,7 @@ from typing import Any
 from models import zoo
 from utils import evaluation_data, layout, provenance, report, scoring
 from utils.cli import common_parser, parse_args, positive_int, resolve_device, resolve_dtype, run_main, run_name
-from utils.datasets import check_stimuli, get_spec, stimulus_path
+from utils.datasets import check_stimuli, check_subjects, get_spec, stimulus_path
 from utils.io import jsonable, remove_stale_temps, write_manifest
 from utils.locks import run_lock
 from utils.report import ClipMedia, ReportSettings, RunEvaluation
@@ -172,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Value checks that argparse types cannot express (exit with a usage message)."""
+    """Value checks that argparse types cannot express (exit with a usage message); subject numbers the dataset does
+    not have are refused."""
+    check_subjects(get_spec(args.dataset), args.subjects)
     if args.n_frames < 0 or args.eval_size < 0:
         parser.error(f"--n-frames and --eval-size must be >= 0, got {args.n_frames} and {args.eval_size}.")
     if args.eval_size and args.eval_size < 11:

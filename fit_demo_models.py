@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 
 from models.demo.fit import BUDGETS, STEPS, fit_all, step_record
-from models.demo.shipped import SHIPPED_DIR, install_shipped, ship
+from models.demo.shipped import SHIPPED_DIR, install_shipped, is_installed, ship
 from utils import layout
 from utils.cli import DEFAULT_DATA_ROOT, nonnegative_int, parse_args, positive_float, positive_int, resolve_processes, run_main
 from utils.datasets import DATASETS, get_spec
@@ -87,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     if not get_spec(args.dataset).synthetic:
         raise ValueError(f"--dataset {args.dataset}: fit_demo_models.py fits models to a synthetic dataset only.")
     seed_everything(args.seed)
-    fitted_here = any(step_record(args.data_root, step) is not None for step in STEPS)  # models of an earlier run stay
+    if args.from_shipped and (manifest := is_installed(args.data_root)) is not None:
+        print(f"[{STAGE}] the shipped demo models are installed under {layout.demo_models_root(args.data_root)}, kept")
+        return 0
+    fitted_here = any(step_record(args.data_root, step) is not None for step in STEPS)  # models of an earlier fit stay
     if args.from_shipped and not fitted_here and (manifest := install_shipped(args.data_root)) is not None:
         print(f"[{STAGE}] installed the shipped demo models ({SHIPPED_DIR.name}/, fitted with --budget {manifest['budget']} at "
               f"commit {manifest['code_commit']}) under {layout.demo_models_root(args.data_root)}; --refit-demo fits them here instead")

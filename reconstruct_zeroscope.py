@@ -90,9 +90,10 @@ from utils.cli import (
     run_name,
     unit_float,
 )
-from utils.datasets import check_stimuli, get_spec, list_stimuli
+from utils.datasets import check_stimuli, check_subjects, get_spec, list_stimuli
 from utils.io import (
     check_finite,
+    check_within,
     jsonable,
     load_npy,
     read_captions,
@@ -410,8 +411,9 @@ def merge_captions(out_dir: Path) -> dict[str, str]:
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """Refuse flags this run would ignore (before any work)."""
+    """Refuse flags this run would ignore, and subject numbers the dataset does not have (before any work)."""
     zoo.refuse_unused_model_paths(args.preset, {"--zeroscope-path": args.zeroscope_path, "--blip-path": args.blip_path})
+    check_subjects(get_spec(args.dataset), args.subjects)  # recorded in the manifest: the report's subject label
 
 
 def caption_settings(args: argparse.Namespace) -> CaptionSettings:
@@ -453,16 +455,20 @@ def clip_settings(args: argparse.Namespace, z_from: str, caption_from: str, sett
     }
 
 
+def clip_folders(out_dir: Path) -> list[Path]:
+    """The folders of a reconstruction folder's clips: ``frames/``, ``mp4/``, ``gif/``."""
+    return [layout.reconstruction_frames_path(out_dir, "x").parent, *(p.parent for p in layout.reconstruction_video_paths(out_dir, "x"))]
+
+
 def has_clips(out_dir: Path) -> bool:
     """True when the folder holds any clip file (temp files of a killed run aside) or caption."""
-    folders = [layout.reconstruction_frames_path(out_dir, "x").parent, *(p.parent for p in layout.reconstruction_video_paths(out_dir, "x"))]
-    clip_files = (f for d in folders if d.is_dir() for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
+    clip_files = (f for d in clip_folders(out_dir) if d.is_dir() for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
     return any(True for _ in clip_files) or bool(recorded_captions(out_dir))
 
 
 def clear_clips(out_dir: Path) -> None:
     """Delete a folder's clips, captions and manifest (``--overwrite`` with other settings: none of them still holds)."""
-    for folder in (layout.reconstruction_frames_path(out_dir, "x").parent, *(p.parent for p in layout.reconstruction_video_paths(out_dir, "x"))):
+    for folder in clip_folders(out_dir):
         shutil.rmtree(folder, ignore_errors=True)
     for path in (layout.reconstruction_captions_path(out_dir), layout.manifest_path(out_dir), *caption_parts(out_dir)):
         path.unlink(missing_ok=True)
@@ -472,6 +478,7 @@ def needs_clearing(out_dir: Path, record: dict, overwrite: bool) -> bool:
     """Before any clip: refuse a folder made with other settings, unless --overwrite (then True: its clips must go,
     and only when this stage's own record says it made them)."""
     ways_on = "pass --overwrite to redo the folder with these settings, or write elsewhere with --output-run NAME"
+    check_within([*clip_folders(out_dir), *caption_parts(out_dir), layout.reconstruction_captions_path(out_dir)], out_dir)
     try:
         provenance.check_settings(out_dir, STAGE, record, has_clips(out_dir), ways_on)
     except provenance.SettingsMismatchError:

@@ -364,7 +364,7 @@ def resolve_mbm_run(name: str | None, data_root: str | Path | None, preset: str)
     if run_dir.exists():
         return run_dir
     raise FileNotFoundError(
-        f"No MBM checkpoint {name!r}: it is neither a file nor {run_dir}. Run `python train_mbm.py --preset {preset} "
+        f"No MBM checkpoint {name!r}: it is neither a file nor {run_dir}. Run `python train_mbm.py{layout.root_flag(data_root)} --preset {preset} "
         f"--run {name}` first, give a published sub-XX.pth, or pass --mbm none to start from a random encoder."
     )
 

@@ -30,7 +30,7 @@ def pytest_configure(config) -> None:
 # one work unit, so its module fixtures are built once. The files that share the fitted small demo (session
 # fixtures ``fitted_demo`` and ``finished_demo_run``) form one unit, so it is fitted once. The longest units run first.
 FITTED_DEMO_FILES = ("tests/test_demo_fit.py", "tests/test_explore_notebook.py", "tests/test_pipeline_e2e.py")
-LONGEST_FIRST = (*FITTED_DEMO_FILES, "tests/test_fault_injection.py")
+LONGEST_FIRST = (*FITTED_DEMO_FILES, "tests/test_fault_injection.py", "tests/test_demo_shipped.py")
 FITTED_DEMO_FIXTURES = {"fitted_demo", "finished_demo_run"}
 
 

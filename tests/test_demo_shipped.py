@@ -47,6 +47,9 @@ def test_install_copies_every_file_and_fits_only_the_same_world(installed, manif
     target = layout.demo_models_root(installed)
     assert shipped.changed_files(manifest, target) == []
     assert all(step_record(installed, step) is not None for step in STEPS)
+    assert shipped.is_installed(installed) == manifest
+    assert fit_demo_models.main(["--data-root", installed, "--from-shipped"]) == 0  # a rerun keeps them (no fit, no refusal)
+    assert shipped.changed_files(manifest, target) == []
     other = tmp_path / "other"
     make_demo(other, n_subjects=1, n_train=8, n_test=4, size=16, n_frames=4)
     assert shipped.install_shipped(other) is None  # another world: nothing installed, the runner fits instead

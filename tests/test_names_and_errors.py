@@ -374,3 +374,86 @@ def test_keep_going_survives_a_bad_stage_flag(tmp_path, capsys):
     summary = captured.out.split("[pipeline] summary", 1)[1]
     assert "download_data               failed" in summary and "exit status 2" in summary
     assert "prepare                     failed" in summary  # it ran (and found no demo), it was not skipped
+
+
+# ----------------------------------------------------------------------------- cases found by the battery of bad inputs
+
+
+def test_a_link_inside_a_stage_folder_that_leads_outside_is_refused(tmp_path):
+    write_predictions(tmp_path, ["0121"])
+    assert reconstruct_zeroscope.main(["--data-root", str(tmp_path), *FAST, "--run", RUN]) == 0
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "0121.mp4").write_bytes(b"mine")
+    mp4 = layout.reconstruction_mp4_dir(layout.reconstructions_dir(tmp_path, RUN))
+    for path in mp4.iterdir():
+        path.unlink()
+    mp4.rmdir()
+    mp4.symlink_to(outside)
+    with pytest.raises(ValueError, match=r"mp4 leads outside .*a stage writes only inside its folder"):
+        reconstruct_zeroscope.main(["--data-root", str(tmp_path), *FAST, "--run", RUN, "--steps", "3", "--overwrite"])
+    assert [p.name for p in outside.iterdir()] == ["0121.mp4"] and (outside / "0121.mp4").read_bytes() == b"mine"
+
+
+def test_targets_of_integers_are_refused(world):
+    root, _ = world
+    from utils.targets import load_targets
+
+    target = layout.target_path(root, "demo", "clip", "0001")
+    save_npy(target, np.arange(16, dtype=np.int64))
+    provenance.write_settings(target.parent, "test", {"recipe": "default"})
+    with pytest.raises(ValueError, match=r"0001\.npy holds int64 values, expected floating-point .*--data-root"):
+        load_targets(root, "demo", "clip", ["0001"])
+
+
+def test_ill_typed_files_are_named(world):
+    root, _ = world
+    from utils import evaluation_data
+
+    manifest = layout.manifest_path(layout.reconstructions_dir(root, "r"))
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('"just a string"')
+    with pytest.raises(ArtifactError, match=r"manifest\.json: expected a stage manifest .*found the string"):
+        evaluation_data.run_subject(root, "r")
+    notes_path = layout.annotations_path(root, "demo")
+    notes = json.loads(notes_path.read_text())
+    del notes["0003"]["set"]
+    notes_path.write_text(json.dumps(notes))
+    with pytest.raises(ValueError, match=r"annotations\.json: expected a 'set' of \['train', 'test'\] .*None under '0003'"):
+        datasets.load_annotations(root, "demo")
+    lists = layout.metadata_dir(root, "had")
+    lists.mkdir(parents=True)
+    layout.split_list_path(root, "had", "train").write_text('["x"]')
+    layout.split_list_path(root, "had", "test").write_text("{}")
+    with pytest.raises(ValueError, match=r"had_train_set_per_subject\.json: expected an object \{subject: \[stimulus names\]\}"):
+        datasets.list_stimuli(datasets.HAD, "train", root)
+    layout.split_list_path(root, "had", "train").write_text('{"sub01": ["../../../evil/x"]}')
+    with pytest.raises(ValueError, match=r"had_train_set_per_subject\.json: Not a HAD clip name"):
+        datasets.list_stimuli(datasets.HAD, "train", root)
+
+
+def test_a_garbage_lock_file_is_taken_over(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    layout.lock_path(folder).write_bytes(b"\x00\xffgarbage")
+    with locks.run_lock(folder, "test") as path:
+        assert json.loads(path.read_text())["stage"] == "test"
+    assert not layout.lock_path(folder).exists()
+
+
+def test_bad_patterns_roi_sets_roots_and_subjects_are_one_line(world, tmp_path):
+    root, sentinel = world
+    from utils import evaluation_data
+
+    with pytest.raises(ValueError, match=r"--name-pattern .* is not a valid regular expression \(missing \)"):
+        evaluation_data.find_folder_clips(tmp_path, r"test(?P<stim>\d+\.gif", None, datasets.BMD.canonical)
+    with pytest.raises(ValueError, match=r"--roi-set '\.\./\.\./x': expected one folder name"):
+        layout.prepared_array_path(root, "demo", "sub01", "../../x")
+    done = in_subprocess("download_data.py", "--dataset", "demo", "--data-root", "")
+    assert done.returncode == 1 and done.stderr.strip() == "error: --data-root is empty: expected a folder (the default data root is ./data)."
+    done = in_subprocess("reconstruct_zeroscope.py", "--data-root", str(root), "--preset", "tiny", "--subjects", "0", "--run", "x")
+    assert done.returncode == 1 and done.stderr.strip().startswith("error: Cannot read subject '0'")
+    from utils.targets import target_command
+
+    assert "no script here makes it" in target_command("nosuch", "demo")
+    assert sentinel.read_bytes() == b"sentinel"

@@ -41,9 +41,14 @@ def test_stage_argv_pass_through_and_overrides(tmp_path: Path):
     regress = run_pipeline.stage_argv("regress", args)
     assert regress[regress.index("--embeddings-run") + 1] == "demo_tiny_clip"
     oracles = run_pipeline.stage_argvs("reconstruct_oracles", args)
-    assert [a[a.index("--output-run") + 1] for a in oracles] == ["demo_tiny_z-gt_caption-gt", "demo_tiny_z-gt_caption-pred", "demo_tiny_z-pred_caption-gt"]
+    assert [a[a.index("--output-run") + 1] for a in oracles] == [
+        "demo_tiny_z-gt_decode-only", "demo_tiny_z-gt_caption-gt", "demo_tiny_z-gt_caption-pred", "demo_tiny_z-pred_caption-gt",
+        "demo_tiny_z-pred_decode-only",
+    ]
+    decode = [a for a in oracles if a[-1].endswith("decode-only")]  # no diffusion: strength 0, after the demo settings
+    assert all(a[a.index("--caption-from") + 1] == "none" and a[len(a) - 1 - a[::-1].index("--strength") + 1] == "0" for a in decode)
     evaluate = run_pipeline.stage_argv("evaluate", args)
-    assert evaluate[evaluate.index("--reconstructions") + 1 :][:4] == ["demo_tiny", *(a[a.index("--output-run") + 1] for a in oracles)]
+    assert evaluate[evaluate.index("--reconstructions") + 1 :] == ["demo_tiny", *(a[a.index("--output-run") + 1] for a in oracles)]
     assert "--embeddings-run" not in run_pipeline.stage_argv("regress", resolved("--regress-input", "betas"))
     assert run_pipeline.stage_argv("prepare", args)[-1] == "--prepare"
     assert "--latent" not in run_pipeline.stage_argv("extract_targets_zeroscope", resolved("--no-demo-fast"))

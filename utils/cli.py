@@ -222,9 +222,12 @@ def parse_args(
         dests = {action.dest for action in parser._actions}
         parser.set_defaults(**{k: v for k, v in defaults_of(getattr(args, dest)).items() if k in dests})
         args = parser.parse_args(prefix + argv)
-    data_root = getattr(args, "data_root", None)
-    if data_root is not None and Path(data_root).exists() and not Path(data_root).is_dir():
-        raise ValueError(f"--data-root {data_root} is a file: expected the folder that holds (or will hold) every artifact.")
+    for flag in ("data_root", "output_root"):
+        folder = getattr(args, flag, None)
+        if folder == "":
+            raise ValueError(f"--{flag.replace('_', '-')} is empty: expected a folder (the default data root is ./data).")
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise ValueError(f"--{flag.replace('_', '-')} {folder} is a file: expected the folder that holds (or will hold) every artifact.")
     return args
 
 

@@ -210,6 +210,16 @@ def check_stimulus(spec: DatasetSpec, name: str, source: str) -> str:
     return name
 
 
+def canonical_from(spec: DatasetSpec, name: str, source: str) -> str:
+    """The canonical name of a stimulus spelled ``name`` in ``source`` (a file), checked by ``check_stimulus``; a name that
+    breaks the dataset's naming raises naming ``source``."""
+    try:
+        canonical = spec.canonical(name)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+    return check_stimulus(spec, canonical, source)
+
+
 def check_stimuli(spec: DatasetSpec, names: list[str], source: str) -> list[str]:
     """``names``, each checked by ``check_stimulus`` (the first bad one raises)."""
     for name in names:
@@ -278,12 +288,15 @@ def listed_splits(spec: DatasetSpec, data_root: str | Path | None, subject: int 
                 f"(the original project's metadata); put them there, or prepare each subject from its pickle "
                 f"(`{download_command(spec, data_root=data_root)} --subjects N --prepare`), whose trials table carries its split."
             )
-        per_subject = read_json(path, remake="replace it with the original project's split list")
+        again = "replace it with the original project's split list"
+        per_subject = read_json(path, remake=again)
+        if not isinstance(per_subject, dict) or not all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in per_subject.values()):
+            raise ValueError(f"{path}: expected an object {{subject: [stimulus names]}}, found {json_kind(per_subject)}: {again}.")
         if subject is None:
             names = [n for listed in per_subject.values() for n in listed]
         else:
             names = per_subject.get(subject_folder(subject), per_subject.get(f"sub-{subject:02d}", []))
-        out[split] = sorted({spec.canonical(n) for n in names})
+        out[split] = sorted({canonical_from(spec, n, str(path)) for n in names})
     return out
 
 
@@ -555,6 +568,9 @@ def load_annotations(data_root: str | Path | None, dataset: str) -> dict[str, di
     bad = next((k for k, v in notes.items() if not isinstance(v, dict)), None)
     if bad is not None:
         raise ValueError(f"{path}: expected an object of fields for every stimulus, found {json_kind(notes[bad])} under {bad!r}; {again}.")
+    bad = next((k for k, v in notes.items() if v.get("set") not in SPLITS), None)
+    if bad is not None:
+        raise ValueError(f"{path}: expected a 'set' of {list(SPLITS)} for every stimulus, found {notes[bad].get('set')!r} under {bad!r}; {again}.")
     check_stimuli(spec, list(notes), f"{path} (keys)")
     return notes
 

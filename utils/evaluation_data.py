@@ -97,7 +97,10 @@ def stimulus_from_name(name: str, pattern: str, name_format: str | None, canonic
         return None
     stim = match.group("stim")
     if name_format:
-        stim = name_format.format(int(stim) if stim.isdigit() else stim)
+        try:
+            stim = name_format.format(int(stim) if stim.isdigit() else stim)
+        except (ValueError, IndexError, KeyError) as error:
+            raise ValueError(f"--name-format {name_format!r} cannot format {stim!r} from {name!r} ({error}).") from None
     try:
         return canonical(stim)
     except ValueError as error:
@@ -115,7 +118,11 @@ def find_folder_clips(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"--videos {folder}: no such folder.")
-    if "(?P<stim>" not in pattern:
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"--name-pattern {pattern!r} is not a valid regular expression ({error}).") from None
+    if "stim" not in compiled.groupindex:
         raise ValueError(f"--name-pattern {pattern!r} needs a named group 'stim', e.g. 'test(?P<stim>\\d+)\\.gif'.")
     clips: dict[str, Path] = {}
     for entry in sorted(folder.iterdir()):
@@ -253,7 +260,11 @@ def human_captions(data_root: str | Path | None, dataset: str) -> dict[str, list
 
 def run_subject(data_root: str | Path | None, run: str) -> str:
     """Label of the subject(s) of a run: the reconstruction manifest's ``subjects`` flag, else ``subNN`` in the name."""
-    manifest = read_json(layout.manifest_path(layout.reconstructions_dir(data_root, run)), default={}) or {}
+    path = layout.manifest_path(layout.reconstructions_dir(data_root, run))
+    manifest = read_json(path, default={}) or {}
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("flags") or {}, dict):
+        raise ArtifactError(f"{path}: expected a stage manifest (an object with 'flags'), found {json_kind(manifest)}: delete it and "
+                            f"rerun the reconstruct_zeroscope.py command of run {run!r}.")
     subjects = (manifest.get("flags") or {}).get("subjects")
     if subjects:
         return "+".join(f"sub{int(re.sub(r'[^0-9]', '', str(s)) or 0):02d}" for s in subjects)

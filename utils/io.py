@@ -77,6 +77,19 @@ def _nearly_full(folder: Path, margin: int = 1 << 20) -> bool:
         return False
 
 
+def check_within(paths: list[Path], folder: Path) -> None:
+    """Refuse any of ``paths`` that resolves outside ``folder`` (a link inside a stage folder pointing elsewhere), so a
+    stage never writes or deletes outside its folder through it; ``folder`` itself may be a link (a data root on
+    another disk)."""
+    outer = folder.resolve()
+    for path in paths:
+        if path.exists() or path.is_symlink():
+            inner = path.resolve()
+            if inner != outer and outer not in inner.parents:
+                raise ValueError(f"{path} leads outside {folder} (to {inner}): a stage writes only inside its folder; replace the "
+                                 f"link with a folder, or link {folder} itself.")
+
+
 def remove_stale_temps(directory: str | Path) -> list[Path]:
     """Delete the temporary files a killed run left in ``directory`` (not recursive); the removed paths.
 

@@ -135,27 +135,27 @@ def betas_dir(data_root: str | Path | None, dataset: str, subject_folder: str) -
 
 def pickle_path(data_root: str | Path | None, dataset: str, subject_folder: str, roi_set: str, suffix: str) -> Path:
     """The downloaded Brain Netflix pickle ``prepared_allvoxel_pkl/<roi_set><suffix>.pkl``."""
-    return betas_dir(data_root, dataset, subject_folder) / "prepared_allvoxel_pkl" / f"{roi_set}{suffix}.pkl"
+    return betas_dir(data_root, dataset, subject_folder) / "prepared_allvoxel_pkl" / f"{check_name(roi_set, '--roi-set')}{suffix}.pkl"
 
 
 def prepared_array_path(data_root: str | Path | None, dataset: str, subject_folder: str, roi_set: str) -> Path:
     """Prepared layout: one contiguous float32 ``.npy`` (n_trials, n_vertices) per subject."""
-    return betas_dir(data_root, dataset, subject_folder) / f"{roi_set}.npy"
+    return betas_dir(data_root, dataset, subject_folder) / f"{check_name(roi_set, '--roi-set')}.npy"
 
 
 def prepared_trials_path(data_root: str | Path | None, dataset: str, subject_folder: str, roi_set: str) -> Path:
     """Prepared layout: the trials table (stimulus, repeat, split), one row per array row."""
-    return betas_dir(data_root, dataset, subject_folder) / f"{roi_set}_trials.csv"
+    return betas_dir(data_root, dataset, subject_folder) / f"{check_name(roi_set, '--roi-set')}_trials.csv"
 
 
 def prepared_summary_path(data_root: str | Path | None, dataset: str, subject_folder: str, roi_set: str) -> Path:
     """Prepared layout: ``<roi_set>_prepared.json``, the summary written last (the completion mark)."""
-    return betas_dir(data_root, dataset, subject_folder) / f"{roi_set}_prepared.json"
+    return betas_dir(data_root, dataset, subject_folder) / f"{check_name(roi_set, '--roi-set')}_prepared.json"
 
 
 def indiv_dir(data_root: str | Path | None, dataset: str, subject_folder: str, roi_set: str, suffix: str) -> Path:
     """The original individual-file layout ``indiv_npys/<roi_set><suffix>/``."""
-    return betas_dir(data_root, dataset, subject_folder) / "indiv_npys" / f"{roi_set}{suffix}"
+    return betas_dir(data_root, dataset, subject_folder) / "indiv_npys" / f"{check_name(roi_set, '--roi-set')}{suffix}"
 
 
 def stimuli_dir(data_root: str | Path | None, dataset: str) -> Path:

@@ -46,9 +46,10 @@ def _rank() -> int:
 def _holder(path: Path) -> dict | None:
     """The lock file's record, or None when it is unreadable (a lock half-written by a killed process)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):  # unreadable, not JSON, or not even text
         return None
+    return record if isinstance(record, dict) else None
 
 
 def _try_create(path: Path, record: dict) -> bool:

@@ -98,9 +98,9 @@ def parse_subject_selection(tokens: Sequence[str] | None, datasets: Sequence[str
     return selection
 
 
-def embeddings_command(dataset: str, run: str) -> str:
+def embeddings_command(dataset: str, run: str, data_root: str | Path | None = None) -> str:
     """The command that exports encoder embeddings (for error messages)."""
-    return f"python finetune_contrastive.py --dataset {dataset} --run {run}"
+    return f"python finetune_contrastive.py --dataset {dataset}{layout.root_flag(data_root)} --run {run}"
 
 
 def load_subject(
@@ -117,13 +117,13 @@ def load_subject(
         raise ValueError("input='embeddings' needs an embeddings run name (--embeddings-run).")
     path = layout.embeddings_path(data_root, embeddings_run, dataset, find_subject_folder(data_root, dataset, subject))
     if not path.exists():
-        raise FileNotFoundError(f"Missing embeddings {path}: run `{embeddings_command(dataset, embeddings_run)}` first.")
-    remake = f"re-export it with `{embeddings_command(dataset, embeddings_run)}{layout.root_flag(data_root)} --overwrite`"
+        raise FileNotFoundError(f"Missing embeddings {path}: run `{embeddings_command(dataset, embeddings_run, data_root)}` first.")
+    remake = f"re-export it with `{embeddings_command(dataset, embeddings_run, data_root)} --overwrite`"
     features = check_finite(load_npy(path, remake, mmap=True), path, remake)
     if features.ndim != 2 or len(features) != len(prepared.trials):
         raise ValueError(
             f"{path} has shape {features.shape}; expected ({len(prepared.trials)}, dim), one row per prepared trial of "
-            f"{subject_label(dataset, subject)}. Re-export with `{embeddings_command(dataset, embeddings_run)} --overwrite`."
+            f"{subject_label(dataset, subject)}. Re-export with `{embeddings_command(dataset, embeddings_run, data_root)} --overwrite`."
         )
     return features, prepared.trials
 

@@ -524,7 +524,8 @@ def make_demo(
     if previous is not None and previous != config and not overwrite:
         raise ValueError(
             f"{config_path}: the demo in {layout.root(data_root)} was made with {previous}, not {config}; "
-            "pass overwrite=True (download_data.py --dataset demo --overwrite) or use another --data-root."
+            f"add --overwrite to make it again with the asked settings (`python download_data.py --dataset demo{layout.root_flag(data_root)} "
+            "... --overwrite`), or use another --data-root."
         )
 
     write_json(config_path, config)  # first, so a crash leaves the settings of what was written

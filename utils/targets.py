@@ -36,10 +36,11 @@ TARGET_FLAGS = {"c_zeroscope": " --targets c_zeroscope"}
 ADOPTED = "adopted"  # the record key of folders whose files were adopted, not computed here
 
 
-def target_command(target: str, dataset: str) -> str:
-    """The command that makes a target for a dataset (for error messages)."""
-    script = TARGET_SCRIPTS.get(target, "the target extraction script that writes this target")
-    return f"python {script} --dataset {dataset}{TARGET_FLAGS.get(target, '')}"
+def target_command(target: str, dataset: str, data_root: str | Path | None = None) -> str:
+    """The command that makes a target for a dataset (for error messages); a target no script makes is named as such."""
+    if target not in TARGET_SCRIPTS:
+        return f"an extraction of target {target!r} (no script here makes it; known targets: {sorted(TARGET_SCRIPTS)})"
+    return f"python {TARGET_SCRIPTS[target]} --dataset {dataset}{layout.root_flag(data_root)}{TARGET_FLAGS.get(target, '')}"
 
 
 # ----------------------------------------------------------------------------- records (writers)
@@ -135,7 +136,7 @@ def open_target_folder(
 
 def target_settings(data_root: str | Path | None, dataset: str, target: str) -> dict[str, Any]:
     """The recorded settings of a target folder (recipe, sizes, models, ...); refused without a record."""
-    command = target_command(target, dataset)
+    command = target_command(target, dataset, data_root)
     return require_settings(
         layout.targets_dir(data_root, dataset, target), {}, f"{target} targets of {dataset}",
         f"make them with `{command}`, or record files made elsewhere with `{command} --adopt`",
@@ -154,7 +155,7 @@ def check_same_recipe(data_root: str | Path | None, target: str, datasets: Seque
         listed = ", ".join(f"{layout.targets_dir(data_root, ds, target)} has recipe {r!r}" for ds, r in recipes.items())
         raise SettingsMismatchError(
             f"Target {target!r} mixes recipes across datasets ({listed}): use targets of one recipe, e.g. redo one "
-            f"with `{target_command(target, next(iter(recipes)))} --recipe {next(iter(recipes.values()))} --overwrite`."
+            f"with `{target_command(target, next(iter(recipes)), data_root)} --recipe {next(iter(recipes.values()))} --overwrite`."
         )
     return records
 
@@ -181,16 +182,21 @@ def check_targets_exist(data_root: str | Path | None, dataset: str, target: str,
         shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
         raise FileNotFoundError(
             f"Target {target!r} is missing for {len(missing)} of {len(stimuli)} {dataset} stimuli in "
-            f"{layout.targets_dir(data_root, dataset, target)}: {shown}. Run `{target_command(target, dataset)}` first."
+            f"{layout.targets_dir(data_root, dataset, target)}: {shown}. Run `{target_command(target, dataset, data_root)}` first."
         )
 
 
-def read_target(path: Path, target: str, dataset: str) -> np.ndarray:
-    """One target file, memory-mapped; an unreadable file names itself and the command to redo it."""
+def read_target(path: Path, target: str, dataset: str, data_root: str | Path | None = None) -> np.ndarray:
+    """One target file, memory-mapped; an unreadable file, or one not of floating-point numbers, names itself and the
+    command to redo it."""
     try:
-        return np.load(path, mmap_mode="r")
+        array = np.load(path, mmap_mode="r")
     except (ValueError, OSError, EOFError) as error:
-        raise ValueError(f"Cannot read target {path} ({error}); rerun `{target_command(target, dataset)} --overwrite`.") from None
+        raise ValueError(f"Cannot read target {path} ({error}); rerun `{target_command(target, dataset, data_root)} --overwrite`.") from None
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"Target {path} holds {array.dtype} values, expected floating-point numbers (float16 or float32); "
+                         f"rerun `{target_command(target, dataset, data_root)} --overwrite`.")
+    return array
 
 
 def load_targets(
@@ -210,13 +216,13 @@ def load_targets(
     if recipe is not None and found != recipe:
         raise SettingsMismatchError(
             f"{layout.targets_dir(data_root, dataset, target)} has recipe {found!r}, asked recipe {recipe!r}: targets of two "
-            f"recipes cannot be used together; redo them with `{target_command(target, dataset)} --recipe {recipe} --overwrite`."
+            f"recipes cannot be used together; redo them with `{target_command(target, dataset, data_root)} --recipe {recipe} --overwrite`."
         )
     shape: tuple[int, ...] | None = None
     out: np.ndarray | None = None
     for i, stim in enumerate(stimuli):
         path = layout.target_path(data_root, dataset, target, stim)
-        array = read_target(path, target, dataset)
+        array = read_target(path, target, dataset, data_root)
         if pool:
             if array.ndim == 0:
                 raise ValueError(f"{path}: expected an embedding vector, found a scalar.")
@@ -228,12 +234,12 @@ def load_targets(
             what = "embedding size" if pool else "shape"
             raise ValueError(
                 f"Target {path} has {what} {tuple(array.shape)} but {stimuli[0]} has {shape}; all stimuli must agree "
-                f"(rerun `{target_command(target, dataset)} --overwrite`)."
+                f"(rerun `{target_command(target, dataset, data_root)} --overwrite`)."
             )
         out[i] = np.asarray(array, dtype=np.float32).ravel()
     if out is None:
         return np.zeros((0, 0), dtype=np.float32), ()
     if not np.isfinite(out).all():
         bad = [s for s, row in zip(stimuli, out, strict=True) if not np.isfinite(row).all()]
-        raise ValueError(f"Target {target!r} of {dataset} holds NaN/inf for {bad[:10]}; rerun `{target_command(target, dataset)} --overwrite`.")
+        raise ValueError(f"Target {target!r} of {dataset} holds NaN/inf for {bad[:10]}; rerun `{target_command(target, dataset, data_root)} --overwrite`.")
     return out, shape

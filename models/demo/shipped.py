@@ -72,6 +72,14 @@ def fits_world(manifest: dict[str, Any] | None, data_root: str | Path | None) ->
     return manifest is not None and manifest.get("demo") == read_json(layout.demo_config_path(data_root, "demo"))
 
 
+def is_installed(data_root: str | Path | None, shipped: Path = SHIPPED_DIR) -> dict[str, Any] | None:
+    """The shipped manifest when ``models_demo/`` of ``data_root`` holds exactly the shipped files, else None."""
+    manifest = read_manifest(shipped)
+    if not fits_world(manifest, data_root) or changed_files(manifest, layout.demo_models_root(data_root)):
+        return None
+    return manifest
+
+
 def install_shipped(data_root: str | Path | None, shipped: Path = SHIPPED_DIR) -> dict[str, Any] | None:
     """Copy the shipped models into ``models_demo/`` of ``data_root`` (each file checked against its sha256 first, the
     fit records last); their manifest, or None when none are shipped or they were fitted to another demo world."""
