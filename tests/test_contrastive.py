@@ -118,7 +118,7 @@ def test_bad_inputs(demo_root, tmp_path):
     from test_mbm import small_model, write_published
 
     base = common(demo_root) + ["--epochs", "1", "--run", "bad"]
-    with pytest.raises(FileNotFoundError, match="train_mbm.py --preset tiny --run nope"):
+    with pytest.raises(FileNotFoundError, match=f"train_mbm.py --data-root {demo_root} --preset tiny --run nope"):
         finetune_contrastive.main(base + ["--mbm", "nope"])
     wrong = tmp_path / "sub-01.pth"
     write_published(wrong, small_model(num_voxels=256))

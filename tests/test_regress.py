@@ -250,7 +250,7 @@ def test_truncated_embeddings_name_the_file_and_command(root):
     path = layout.embeddings_path(root, "emb-cut", "demo", "sub01")
     path.write_bytes(path.read_bytes()[:200])  # was: "mmap length is greater than file size"
     argv = ["--data-root", str(root), "--input", "embeddings", "--embeddings-run", "emb-cut", "--subjects", "1", "--targets", "clip"]
-    with pytest.raises(ArtifactError, match=rf"{re.escape(str(path))} is truncated.*finetune_contrastive\.py --dataset demo --run emb-cut --overwrite"):
+    with pytest.raises(ArtifactError, match=rf"{re.escape(str(path))} is truncated.*finetune_contrastive\.py --dataset demo --data-root .* --run emb-cut --overwrite"):
         regress.main(argv)
 
 

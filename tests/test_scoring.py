@@ -175,13 +175,13 @@ def test_evaluation_inputs(tmp_path):
 
 def test_human_captions_must_be_lists_of_strings(tmp_path):
     notes = layout.annotations_path(tmp_path, "demo")
-    write_json(notes, {"0001": {"text_descriptions": ["a red ball", "a ball"]}, "0002": {"text_descriptions": []}})
+    write_json(notes, {"0001": {"set": "test", "text_descriptions": ["a red ball", "a ball"]}, "0002": {"set": "test", "text_descriptions": []}})
     assert evaluation_data.human_captions(tmp_path, "demo") == {"0001": ["a red ball", "a ball"]}
-    write_json(notes, {"0001": {"text_descriptions": "a red ball"}})  # was read as 10 one-letter captions
+    write_json(notes, {"0001": {"set": "test", "text_descriptions": "a red ball"}})  # was read as 10 one-letter captions
     with pytest.raises(ValueError, match=r"annotations\.json: expected a list of caption strings as the text_descriptions of '0001', "
                                          r"found the string \"a red ball\""):
         evaluation_data.human_captions(tmp_path, "demo")
-    write_json(notes, {"0001": {"text_descriptions": ["a red ball", None]}})
+    write_json(notes, {"0001": {"set": "test", "text_descriptions": ["a red ball", None]}})
     with pytest.raises(ValueError, match="text_descriptions of '0001', found null in the list"):
         evaluation_data.human_captions(tmp_path, "demo")
 
