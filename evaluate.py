@@ -294,6 +294,7 @@ def check_run_inputs(args: argparse.Namespace, runs: list[str]) -> None:
     for run in runs:
         evaluation_data.decoded_captions(args.data_root, run)
         evaluation_data.read_regression_metrics(args.data_root, args.predictions_run or run)
+        evaluation_data.run_subject(args.data_root, run)  # reads the reconstruction's manifest
 
 
 def run_key(args: argparse.Namespace, run: str) -> str:

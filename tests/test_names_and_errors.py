@@ -455,5 +455,5 @@ def test_bad_patterns_roi_sets_roots_and_subjects_are_one_line(world, tmp_path):
     assert done.returncode == 1 and done.stderr.strip().startswith("error: Cannot read subject '0'")
     from utils.targets import target_command
 
-    assert "no script here makes it" in target_command("nosuch", "demo")
+    assert "which no script here makes" in target_command("nosuch", "demo")
     assert sentinel.read_bytes() == b"sentinel"

@@ -302,7 +302,8 @@ def read_trials_csv(path: Path, remake: str = "delete it and prepare the subject
         raise ArtifactError(f"{path}: expected columns row,stimulus,repeat,split, found {list(rows[0])}: {remake}.")
     bad = next((i for i, row in enumerate(rows) if not _row_ok(i, row)), None)
     if bad is not None:
-        raise ArtifactError(f"{path} is truncated or malformed at line {bad + 2}: {remake}.")
+        raise ArtifactError(f"{path} is truncated or malformed at line {bad + 2} (expected row {bad}, a stimulus, a repeat >= 0 and a "
+                            f"split of {list(SPLITS)}; found {dict(rows[bad])}): {remake}.")
     return Trials(
         [r["stimulus"] for r in rows],
         np.asarray([int(r["repeat"]) for r in rows], dtype=np.int64),

@@ -39,7 +39,7 @@ ADOPTED = "adopted"  # the record key of folders whose files were adopted, not c
 def target_command(target: str, dataset: str, data_root: str | Path | None = None) -> str:
     """The command that makes a target for a dataset (for error messages); a target no script makes is named as such."""
     if target not in TARGET_SCRIPTS:
-        return f"an extraction of target {target!r} (no script here makes it; known targets: {sorted(TARGET_SCRIPTS)})"
+        return f"the extraction of {target!r}, which no script here makes (known targets: {sorted(TARGET_SCRIPTS)})"
     return f"python {TARGET_SCRIPTS[target]} --dataset {dataset}{layout.root_flag(data_root)}{TARGET_FLAGS.get(target, '')}"
 
 
