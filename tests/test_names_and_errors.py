@@ -457,3 +457,23 @@ def test_bad_patterns_roi_sets_roots_and_subjects_are_one_line(world, tmp_path):
 
     assert "which no script here makes" in target_command("nosuch", "demo")
     assert sentinel.read_bytes() == b"sentinel"
+
+
+def test_ill_typed_run_files_are_named_before_any_clip_is_scored(tmp_path, monkeypatch):
+    make_demo(tmp_path, n_subjects=1, n_train=4, n_test=2)
+    write_predictions(tmp_path, ["0005", "0006"])
+    assert reconstruct_zeroscope.main(["--data-root", str(tmp_path), *FAST, "--run", RUN]) == 0
+    layout.manifest_path(layout.reconstructions_dir(tmp_path, RUN)).write_text('"just a string"')
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda *a, **k: pytest.fail("a clip was scored before the inputs were checked"))
+    with pytest.raises(ArtifactError, match=r"manifest\.json: expected a stage manifest"):
+        evaluate.main(["--data-root", str(tmp_path), "--preset", "tiny", "--device", "cpu", "--reconstructions", RUN, "--no-semantic"])
+
+
+def test_a_bad_split_in_the_trials_table_says_what_was_expected_and_found(world):
+    root, _ = world
+    trials = layout.prepared_trials_path(root, "demo", "sub01", "Group41")
+    lines = trials.read_text().splitlines()
+    lines[1] = ",".join([*lines[1].split(",")[:3], "evil"])
+    trials.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ArtifactError, match=r"malformed at line 2 \(expected .* a split of \['train', 'test'\]; found .*'split': 'evil'"):
+        load_prepared(root, "demo", 1)
