@@ -81,21 +81,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def use_shipped(data_root: str) -> str | None:
+    """Keep or install the shipped demo models under ``data_root`` (what was done, for the console); None when they do not
+    apply: models fitted here earlier are kept, and a demo world of other settings is fitted."""
+    if is_installed(data_root) is not None:
+        return f"the shipped demo models are installed under {layout.demo_models_root(data_root)}, kept"
+    if any(step_record(data_root, step) is not None for step in STEPS):
+        return None
+    manifest = install_shipped(data_root)
+    if manifest is None:
+        return None
+    return (f"installed the shipped demo models ({SHIPPED_DIR.name}/, fitted with --budget {manifest['budget']} at commit "
+            f"{manifest['code_commit']}) under {layout.demo_models_root(data_root)}; --refit-demo fits them here instead")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Fit the selected steps; 0 on success."""
     args = parse_args(build_parser(), argv)
     if not get_spec(args.dataset).synthetic:
         raise ValueError(f"--dataset {args.dataset}: fit_demo_models.py fits models to a synthetic dataset only.")
     seed_everything(args.seed)
-    if args.from_shipped and (manifest := is_installed(args.data_root)) is not None:
-        print(f"[{STAGE}] the shipped demo models are installed under {layout.demo_models_root(args.data_root)}, kept")
-        return 0
-    fitted_here = any(step_record(args.data_root, step) is not None for step in STEPS)  # models of an earlier fit stay
-    if args.from_shipped and not fitted_here and (manifest := install_shipped(args.data_root)) is not None:
-        print(f"[{STAGE}] installed the shipped demo models ({SHIPPED_DIR.name}/, fitted with --budget {manifest['budget']} at "
-              f"commit {manifest['code_commit']}) under {layout.demo_models_root(args.data_root)}; --refit-demo fits them here instead")
-        return 0
     with run_lock(layout.demo_models_root(args.data_root), STAGE):
+        shipped = use_shipped(args.data_root) if args.from_shipped else None
+        if shipped is not None:
+            print(f"[{STAGE}] {shipped}")
+            return 0
         records = fit_all(
             args.data_root, args.device, args.seed, args.overwrite, tuple(args.steps), args.held_out_every, args.epoch_scale,
             resolve_processes(args.jobs, args.device), args.budget,
