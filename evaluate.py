@@ -364,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         recorded = evaluation_data.fingerprint_settings(args)  # what settings.json records: the flags that change the numbers
         for run in [r for r in runs if r in pending or r in oracles]:
             out_dir = layout.evaluation_dir(out_root, run)
-            held.enter_context(run_lock(out_dir, STAGE))
+            if held.enter_context(run_lock(out_dir, STAGE)) is None and run in pending:
+                raise ValueError(f"{out_dir} refuses new files (a read-only data root?), so the evaluation of {run} cannot be written "
+                                 "there: pass --output-root DIR to write it into another folder.")
             for folder in (out_dir, layout.figures_dir(out_dir), layout.media_dir(out_dir)):
                 remove_stale_temps(folder)
             if run in pending and not args.overwrite:  # new inputs are scored again; other settings would silently replace the results

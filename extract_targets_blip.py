@@ -204,6 +204,8 @@ def extract(args: argparse.Namespace, jobs: list[targets.Job], notes: dict | Non
         out_dir = layout.targets_dir(args.data_root, args.dataset, target)
         if record_after[target]:
             write_settings(out_dir, STAGE, records[target])
+        if not targets.changed_anything(previous[target], stats):
+            continue
         write_manifest(
             out_dir, STAGE, args,
             inputs={"stimuli": str(layout.stimuli_dir(args.data_root, args.dataset)), **models},

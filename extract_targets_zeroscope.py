@@ -146,10 +146,11 @@ def extract_latents(args: argparse.Namespace, jobs: list[targets.Job], device: s
     stats.skipped, stats.missing = skipped, missing
     if record_after:
         write_settings(out_dir, STAGE, settings)
-    write_manifest(
-        out_dir, STAGE, args, inputs={"stimuli": str(layout.stimuli_dir(args.data_root, args.dataset)), "model": model},
-        counts=stats.counts(), shape=list(shape), frame_size=size, ran=ran(device, dtype), **targets.manifest_records(previous, stats),
-    )
+    if targets.changed_anything(previous, stats):
+        write_manifest(
+            out_dir, STAGE, args, inputs={"stimuli": str(layout.stimuli_dir(args.data_root, args.dataset)), "model": model},
+            counts=stats.counts(), shape=list(shape), frame_size=size, ran=ran(device, dtype), **targets.manifest_records(previous, stats),
+        )
     return targets.print_summary(stats, out_dir, targets.fetch_command(args.dataset, args.data_root))
 
 
@@ -183,10 +184,11 @@ def extract_conditioning(args: argparse.Namespace, jobs: list[targets.Job], devi
         stats.written += batch
     if record_after:
         write_settings(out_dir, STAGE, settings)
-    write_manifest(
-        out_dir, STAGE, args, inputs={"captions": source, "model": model}, counts=stats.counts(), shape=list(shape),
-        ran=ran(device, dtype), **targets.manifest_records(previous, stats),
-    )
+    if targets.changed_anything(previous, stats):
+        write_manifest(
+            out_dir, STAGE, args, inputs={"captions": source, "model": model}, counts=stats.counts(), shape=list(shape),
+            ran=ran(device, dtype), **targets.manifest_records(previous, stats),
+        )
     return targets.print_summary(stats, out_dir)
 
 

@@ -230,6 +230,12 @@ def previous_manifest(directory: str | Path) -> dict[str, Any]:
     )
 
 
+def changed_anything(previous: dict[str, Any], stats: RunStats) -> bool:
+    """False for a rerun that found every stimulus complete and wrote, failed or missed none: its folder's manifest is
+    kept as it is (so a finished folder on a read-only data root is skipped without a write)."""
+    return not previous or bool(stats.written or stats.failed or stats.missing or stats.short)
+
+
 def manifest_records(previous: dict[str, Any], stats: RunStats) -> dict[str, Any]:
     """``failed`` ({stimulus: message}, every failure or missing video of any run until the stimulus'
     target is written) and ``short_videos`` ({stimulus: decoded frames}) for a folder's manifest,

@@ -325,9 +325,12 @@ def test_a_failed_run_leaves_no_empty_output_folder(tmp_path):
 def test_read_only_root_skips_finished_work_and_evaluates_elsewhere(tmp_path, monkeypatch, capsys):
     make_demo(tmp_path, n_subjects=1, n_train=4, n_test=2)
     write_predictions(tmp_path, ["0005", "0006"])
+    extract = ["--data-root", str(tmp_path), "--preset", "tiny", "--device", "cpu"]
+    assert extract_targets_zeroscope.main(extract) == 0
     assert reconstruct_zeroscope.main(["--data-root", str(tmp_path), *FAST, "--run", RUN]) == 0
     out = layout.reconstructions_dir(tmp_path, RUN)
-    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    targets = layout.targets_dir(tmp_path, "demo", "z_zeroscope")
+    before = {p: p.stat().st_mtime_ns for folder in (out, targets) for p in folder.rglob("*") if p.is_file()}
 
     def read_only(path, record):  # the file system refuses new files (EROFS): what a read-only mount does
         raise OSError(errno.EROFS, "Read-only file system", str(path))
@@ -335,8 +338,13 @@ def test_read_only_root_skips_finished_work_and_evaluates_elsewhere(tmp_path, mo
     monkeypatch.setattr(locks, "_try_create", read_only)
     capsys.readouterr()
     assert reconstruct_zeroscope.main(["--data-root", str(tmp_path), *FAST, "--run", RUN]) == 0
+    assert extract_targets_zeroscope.main(extract) == 0
     assert "is not writable: no run lock taken" in capsys.readouterr().err
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    assert {p: p.stat().st_mtime_ns for folder in (out, targets) for p in folder.rglob("*") if p.is_file()} == before
+    evaluate_here = ["--data-root", str(tmp_path), "--preset", "tiny", "--device", "cpu", "--reconstructions", RUN, "--no-semantic"]
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda *a, **k: pytest.fail("scored although nothing could be written"))
+    with pytest.raises(ValueError, match=r"refuses new files .*pass --output-root DIR"):
+        evaluate.main(evaluate_here)
     monkeypatch.undo()
     elsewhere = tmp_path / "writable"
     argv = ["--data-root", str(tmp_path), "--preset", "tiny", "--device", "cpu", "--reconstructions", RUN, "--output-root", str(elsewhere),
