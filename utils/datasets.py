@@ -197,27 +197,24 @@ def match_key(dataset: str, stimulus: str) -> str:
     return get_spec(dataset).match(stimulus)
 
 
-def check_stimulus(spec: DatasetSpec, name: str, source: str) -> str:
-    """``name`` when it is a canonical stimulus name of the dataset (its naming rule, and a safe relative
-    path: ``layout.check_stimulus``); else ValueError naming ``source``, the file or flag it was read from."""
-    layout.check_stimulus(name, source)
+def canonical_from(spec: DatasetSpec, name: str, source: str) -> str:
+    """The canonical name of a stimulus spelled ``name`` in ``source`` (a file or flag), a safe relative path
+    (``layout.check_stimulus``); a name that breaks the dataset's naming raises naming ``source``."""
     try:
         canonical = spec.canonical(name)
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None
+    return layout.check_stimulus(canonical, source)
+
+
+def check_stimulus(spec: DatasetSpec, name: str, source: str) -> str:
+    """``name`` when it is already a canonical stimulus name of the dataset (see ``canonical_from``); else ValueError
+    naming ``source``."""
+    layout.check_stimulus(name, source)
+    canonical = canonical_from(spec, name, source)
     if canonical != name:
         raise ValueError(f"{source}: stimulus {name!r} is not spelled as {spec.name} names it ({canonical!r}).")
     return name
-
-
-def canonical_from(spec: DatasetSpec, name: str, source: str) -> str:
-    """The canonical name of a stimulus spelled ``name`` in ``source`` (a file), checked by ``check_stimulus``; a name that
-    breaks the dataset's naming raises naming ``source``."""
-    try:
-        canonical = spec.canonical(name)
-    except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
-    return check_stimulus(spec, canonical, source)
 
 
 def check_stimuli(spec: DatasetSpec, names: list[str], source: str) -> list[str]:
